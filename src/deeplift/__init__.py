@@ -1,0 +1,28 @@
+"""deeplift: DeepLIFT (Rescale, RevealCancel, genomics default) and gradient-based attributions.
+
+    import deeplift
+    model = deeplift.convert(torch_module, example_inputs=x[:2])
+    scores = deeplift.attribute(model, x, references=None, method="rescale", target=0)
+"""
+
+from .api import attribute
+from .errors import DeepLiftError, InputError, ModelFormatError, UnsupportedLayerError
+from .graph import Model
+
+__version__ = "1.0.0.dev0"
+
+
+def convert(module, example_inputs, **kwargs) -> Model:
+    """Capture a ``torch.nn.Module`` as a deeplift :class:`Model` (see ``deeplift.convert.torch``)."""
+    from .convert.torch import convert_module
+    return convert_module(module, example_inputs, **kwargs)
+
+
+def load(path, **kwargs) -> Model:
+    """Load a saved model: Keras 2 ``.h5`` or Keras 3 ``.keras`` (read without TensorFlow)."""
+    from .convert.keras import load_keras
+    return load_keras(path, **kwargs)
+
+
+__all__ = ["attribute", "convert", "load", "Model", "DeepLiftError", "InputError",
+           "ModelFormatError", "UnsupportedLayerError", "__version__"]

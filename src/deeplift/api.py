@@ -1,0 +1,529 @@
+"""``deeplift.attribute``: the one entry point for every method (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import engine
+from .engine import PassState, RuleOptions
+from .errors import InputError
+from .graph import Model
+from .layers.activations import Sigmoid, Softmax
+from .layers.base import Input
+from .methods import Method, get_method, rule_resolver
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+
+
+def _to_tensor(value: Any, what: str, dtype: torch.dtype, device: torch.device) -> Tensor:
+    if isinstance(value, Tensor):
+        t = value.detach()
+    else:
+        try:
+            arr = np.asarray(value)
+        except Exception as exc:  # pragma: no cover - exotic objects
+            raise InputError(f"{what} cannot be turned into an array: {exc}") from None
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise InputError(f"{what} must be numeric, got an array of dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex():
+        raise InputError(f"{what} is complex; deeplift works on real numbers")
+    return t.to(device=device, dtype=dtype)
+
+
+def _check_finite(t: Tensor, what: str) -> None:
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        rows = bad.reshape(bad.shape[0], -1).any(1).nonzero().flatten().tolist() if t.ndim else []
+        kind = "NaN" if bool(torch.isnan(t).any()) else "Inf"
+        where = f" (examples {rows[:5]}{'...' if len(rows) > 5 else ''})" if rows else ""
+        raise InputError(f"{what} contains {kind} values{where}; scores would be meaningless")
+
+
+def _split_by_input(model: Model, value: Any, what: str) -> list[Any]:
+    """One entry per input layer from a single array, a tuple/list or a dict keyed by name."""
+    names = model.input_names
+    if isinstance(value, dict):
+        unknown = set(value) - set(names)
+        if unknown:
+            raise InputError(f"{what}: unknown input layer(s) {sorted(unknown)}; the model's inputs "
+                             f"are {names}")
+        missing = [n for n in names if n not in value]
+        if missing:
+            raise InputError(f"{what}: no value for input layer(s) {missing}")
+        return [value[n] for n in names]
+    if isinstance(value, (tuple, list)) and len(names) > 1:
+        if len(value) != len(names):
+            raise InputError(f"{what}: the model has {len(names)} inputs {names}, got {len(value)}")
+        return list(value)
+    if isinstance(value, tuple) and len(value) == 1:
+        return [value[0]]
+    if len(names) != 1:
+        raise InputError(f"{what}: the model has {len(names)} inputs {names}; pass a tuple, list or "
+                         "dict with one array each")
+    return [value]
+
+
+def _is_numpy_like(value: Any) -> bool:
+    first = value
+    if isinstance(value, dict):
+        first = next(iter(value.values()))
+    elif isinstance(value, (tuple, list)) and value and isinstance(value[0], (np.ndarray, Tensor)):
+        first = value[0]
+    return not isinstance(first, Tensor)
+
+
+def prepare_inputs(model: Model, inputs: Any) -> tuple[list[Tensor], bool, torch.device | None]:
+    """Inputs as model-dtype tensors in ``input_names`` order, with shape and NaN checks."""
+    parts = _split_by_input(model, inputs, "inputs")
+    to_numpy = _is_numpy_like(inputs)
+    user_device = None if to_numpy else next(p.device for p in parts if isinstance(p, Tensor))
+    tensors = []
+    for name, part in zip(model.input_names, parts):
+        t = _to_tensor(part, f"input {name!r}", model.dtype, model.device)
+        layer = model.layers[name]
+        assert isinstance(layer, Input)
+        expected = layer.shape
+        if t.ndim == 0:
+            raise InputError(f"input {name!r} is a scalar; expected a batch (N, ...)")
+        if expected is not None:
+            got = tuple(t.shape[1:])
+            if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
+                shown = "(N, " + ", ".join("?" if e is None else str(e) for e in expected) + ")"
+                raise InputError(f"input {name!r} has shape {tuple(t.shape)}; the model expects "
+                                 f"{shown} (batch axis first)")
+        _check_finite(t, f"input {name!r}")
+        tensors.append(t)
+    n = {t.shape[0] for t in tensors}
+    if len(n) > 1:
+        raise InputError(f"inputs have different numbers of examples: {[t.shape[0] for t in tensors]}")
+    return tensors, to_numpy, user_device
+
+
+def prepare_forward_inputs(model: Model, inputs: tuple) -> tuple[list[Tensor], bool]:
+    value = inputs[0] if len(inputs) == 1 else tuple(inputs)
+    tensors, to_numpy, _ = prepare_inputs(model, value)
+    return tensors, to_numpy
+
+
+def prepare_references(model: Model, references: Any, xs: list[Tensor], seed: int | None
+                       ) -> tuple[list[Tensor], int, bool]:
+    """References as ``(N or 1, R, ...)`` tensors per input; also R and whether R was explicit."""
+    if references is None:
+        return [torch.zeros((1, 1, *x.shape[1:]), dtype=x.dtype, device=x.device) for x in xs], 1, False
+    if callable(references):
+        references = _call_reference_maker(model, references, xs, seed)
+    parts = _split_by_input(model, references, "references")
+    out, r_counts, explicit = [], set(), False
+    for name, part, x in zip(model.input_names, parts, xs):
+        r = _to_tensor(part, f"reference for input {name!r}", x.dtype, x.device)
+        _check_finite(r, f"reference for input {name!r}")
+        shape, n = tuple(x.shape[1:]), x.shape[0]
+        if r.ndim < x.ndim:  # broadcastable per-example shape, e.g. a per-channel background (4, 1)
+            try:
+                r = torch.broadcast_to(r, shape)
+            except RuntimeError:
+                raise InputError(f"reference for input {name!r} of shape {tuple(r.shape)} does not "
+                                 f"broadcast to the example shape {shape}") from None
+            r = r.reshape(1, 1, *shape)
+        elif r.ndim == x.ndim:
+            r = _broadcast_examples(r, name, n, shape, 1).unsqueeze(1)
+        elif r.ndim == x.ndim + 1:
+            r = _broadcast_examples(r, name, n, shape, 2)
+            explicit = True
+        else:
+            raise InputError(f"reference for input {name!r} has shape {tuple(r.shape)}; expected "
+                             f"{shape}, (N, ...) like the inputs {tuple(x.shape)}, or (N, R, ...)")
+        r_counts.add(r.shape[1])
+        out.append(r)
+    if len(r_counts - {1}) > 1:
+        raise InputError(f"inputs have different numbers of references: {sorted(r_counts)}")
+    n_refs = max(r_counts)
+    out = [r if r.shape[1] == n_refs else r.expand(r.shape[0], n_refs, *r.shape[2:]) for r in out]
+    return out, n_refs, explicit
+
+
+def _broadcast_examples(r: Tensor, name: str, n: int, shape: tuple, lead: int) -> Tensor:
+    """Check/broadcast the leading (N[, R]) axes and the example shape of a reference."""
+    if r.shape[0] not in (1, n):
+        raise InputError(f"reference for input {name!r} has {r.shape[0]} rows but there are {n} "
+                         f"examples; give one reference per example, or one (1, ...) for all")
+    try:
+        return torch.broadcast_to(r, (*r.shape[:lead], *shape))
+    except RuntimeError:
+        raise InputError(f"reference for input {name!r} has shape {tuple(r.shape)}, which does not "
+                         f"match the example shape {shape}") from None
+
+
+def _call_reference_maker(model: Model, maker: Callable, xs: list[Tensor], seed: int | None):
+    args = xs[0] if len(xs) == 1 else tuple(xs)
+    try:
+        return maker(args, seed=seed) if _accepts_seed(maker) else maker(args)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"the references callable {getattr(maker, '__name__', maker)!r} failed: "
+                         f"{type(exc).__name__}: {exc}") from exc
+
+
+def _accepts_seed(fn: Callable) -> bool:
+    import inspect
+    try:
+        return "seed" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# targets
+
+
+@dataclass
+class TargetSpec:
+    layer: str
+    indices: list[int]
+    single: bool
+    centre: bool
+    n_features: int
+
+
+def default_target_layer(model: Model) -> str:
+    """The logits: the input of a final sigmoid/softmax, else the (first) output layer."""
+    out = model.output_names[0]
+    layer = model.layers[out]
+    if isinstance(layer, (Sigmoid, Softmax)):
+        return layer.inputs[0]
+    return out
+
+
+def feeds_softmax(model: Model, name: str) -> bool:
+    return any(isinstance(model.layers[c], Softmax) for c in model.consumers(name))
+
+
+def resolve_target(model: Model, target: Any, target_layer: Any, shapes: dict[str, tuple],
+                   softmax_centering: bool) -> TargetSpec:
+    layer = default_target_layer(model) if target_layer is None else model.resolve(target_layer, "target layer")
+    n_features = math.prod(shapes[layer][1:])
+    single = isinstance(target, (int, np.integer)) and not isinstance(target, bool)
+    if isinstance(target, str):
+        if target != "all":
+            raise InputError(f"target must be an int, a list of ints or 'all', got {target!r}")
+        indices = list(range(n_features))
+    elif single:
+        indices = [int(target)]
+    else:
+        try:
+            indices = [int(t) for t in target]
+        except TypeError:
+            raise InputError(f"target must be an int, a list of ints or 'all', got {target!r}") from None
+        if not indices:
+            raise InputError("target is an empty list")
+    for t in indices:
+        if not -n_features <= t < n_features:
+            raise InputError(f"target {t} is out of range: layer {layer!r} has {n_features} output "
+                             f"unit(s) per example (shape {tuple(shapes[layer][1:])})")
+    indices = [t % n_features for t in indices]
+    centre = softmax_centering and feeds_softmax(model, layer) and len(shapes[layer]) == 2
+    return TargetSpec(layer, indices, single, centre, n_features)
+
+
+def target_seeds(spec: TargetSpec, n_pairs: int, shape: tuple, dtype, device) -> Tensor:
+    """(T, P, *shape): one-hot per target (minus 1/K when softmax logits are mean-centred)."""
+    eye = torch.zeros((len(spec.indices), spec.n_features), dtype=dtype, device=device)
+    eye[torch.arange(len(spec.indices)), torch.tensor(spec.indices)] = 1
+    if spec.centre:
+        eye = eye - 1.0 / spec.n_features
+    return eye.reshape(len(spec.indices), 1, *shape).expand(len(spec.indices), n_pairs, *shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+def as_model(model: Any, inputs: Any = None) -> Model:
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, torch.nn.Module):
+        from .convert.torch import convert_cached
+        if inputs is None:
+            raise InputError("an nn.Module needs example inputs to be converted")
+        return convert_cached(model, inputs)
+    raise InputError(f"model must be a deeplift.Model or a torch.nn.Module, got {type(model).__name__}")
+
+
+def layer_shapes(model: Model, xs: list[Tensor], needed) -> dict[str, tuple]:
+    """Output shapes of every needed layer, from a one-example forward pass."""
+    with torch.no_grad():
+        values = model.forward_all([x[:1] for x in xs], needed)
+    return {n: tuple(v.shape) for n, v in values.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# the entry point
+
+
+def attribute(model: Any, inputs: Any, references: Any = None, method: str = "rescale",
+              target: "int | Sequence[int] | str" = 0, target_layer: "str | int | None" = None,
+              score_layer: "str | int | Sequence[str | int] | None" = None, batch_size: int = 256,
+              progress: bool = False, steps: int = 50, hypothetical: bool = False,
+              softmax_centering: bool = True, return_delta: bool = False, seed: int | None = None,
+              max_routing: str = "conserving", original_quirks: bool = False):
+    """Importance scores of ``inputs`` for ``target`` output(s) of ``model``.
+
+    model: a :class:`deeplift.Model` or a ``torch.nn.Module`` (converted once and cached).
+    inputs: (N, ...) array or tensor, or a tuple/list/dict of them for several input layers.
+    references: None (zeros); one per example (N, ...); broadcastable ((...), (1, ...), e.g. a
+        per-channel background); several per example (N, R, ...) or shared by all (1, R, ...),
+        averaged; or a callable ``f(inputs[, seed=])`` returning any of those.
+    method: "rescale", "reveal_cancel", "genomics_default", "gradient", "gradient_x_input",
+        "guided_backprop", "integrated_gradients" (also "deconvnet", "guided_backprop_rescale",
+        "pass_through").
+    target: unit index in the target layer (flattened per example); a list or "all" adds a
+        target axis: scores (N, T, ...). All targets share one backward pass.
+    target_layer: name or index; default the logits (input of a final sigmoid/softmax).
+    score_layer: where scores are computed; default the input layer(s). A name/index gives one
+        array, a list gives a list.
+    batch_size: (example, reference) pairs per batch (for integrated gradients: interpolation
+        points per batch).
+    hypothetical: for one-hot inputs, hypothetical contributions of every base (TF-MoDISco).
+    softmax_centering: mean-centre contributions to softmax logits over the classes.
+    return_delta: also return the summation-to-delta error, (N[, R][, T]).
+    max_routing: "conserving" (default; exact for any reference) or "gradient" (the original's).
+    original_quirks: reproduce the original library's float32 details (for its numbers only).
+
+    Returns scores shaped like the inputs (NumPy in, NumPy out; torch in, torch out), one per
+    input layer (a tuple when the model has several), and the delta when asked for.
+    """
+    m = get_method(method)
+    model = as_model(model, inputs)
+    if max_routing not in ("conserving", "gradient"):
+        raise InputError(f"max_routing must be 'conserving' or 'gradient', got {max_routing!r}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if m.output == "integrated_gradients" and (not isinstance(steps, (int, np.integer)) or steps < 1):
+        raise InputError(f"steps must be a positive integer, got {steps!r}")
+    xs, to_numpy, user_device = prepare_inputs(model, inputs)
+    score_names, score_single = _resolve_score_layers(model, score_layer)
+    tgt_layer = default_target_layer(model) if target_layer is None else model.resolve(target_layer, "target layer")
+    shapes = layer_shapes(model, xs, [tgt_layer, *score_names])
+    spec = resolve_target(model, target, tgt_layer, shapes, softmax_centering)
+    _check_scores_reach_target(model, score_names, spec.layer)
+    options = RuleOptions(max_routing=max_routing, original_quirks=original_quirks)
+    rule_for = rule_resolver(model, m)
+
+    uses_refs = m.uses_reference or m.output == "integrated_gradients"
+    if uses_refs:
+        refs, n_refs, explicit_r = prepare_references(model, references, xs, seed)
+    else:
+        refs, n_refs, explicit_r = None, 1, False
+    if return_delta and not (m.uses_reference or m.output == "integrated_gradients"):
+        raise InputError(f"return_delta needs a reference-based method (summation-to-delta does not "
+                         f"hold for {m.name!r}); use rescale, reveal_cancel, genomics_default or "
+                         "integrated_gradients")
+    if m.output == "integrated_gradients" and any(s not in model.input_names for s in score_names):
+        raise InputError("integrated gradients are computed at the input layer(s) only")
+    if hypothetical:
+        if not m.uses_reference:
+            raise InputError(f"hypothetical=True needs a reference-based method, not {m.name!r}")
+        if score_layer is not None:
+            raise InputError("hypothetical contributions are defined at the input layer(s) only")
+        for name, x in zip(model.input_names, xs):
+            _check_one_hot(x, name)
+
+    runner = _Runner(model, m, spec, score_names, shapes, rule_for, options, hypothetical,
+                     return_delta)
+    scores, deltas = runner.run(xs, refs, n_refs, batch_size, steps, progress)
+
+    outputs = [s if not spec.single else s[:, 0] for s in scores]
+    if return_delta:
+        d = deltas  # (N, R, T)
+        if spec.single:
+            d = d[..., 0]
+        if not explicit_r:
+            d = d[:, 0]
+    outputs = [_to_user(o, to_numpy, user_device) for o in outputs]
+    result: Any = outputs[0] if score_single or len(outputs) == 1 else (
+        list(outputs) if score_layer is not None else tuple(outputs))
+    if return_delta:
+        return result, _to_user(d, to_numpy, user_device)
+    return result
+
+
+def _to_user(t: Tensor, to_numpy: bool, device: torch.device | None):
+    if to_numpy:
+        return t.detach().cpu().numpy()
+    return t.detach().to(device) if device is not None else t.detach()
+
+
+def _resolve_score_layers(model: Model, score_layer) -> tuple[list[str], bool]:
+    if score_layer is None:
+        return list(model.input_names), False
+    if isinstance(score_layer, (str, int, np.integer)) and not isinstance(score_layer, bool):
+        return [model.resolve(int(score_layer) if isinstance(score_layer, np.integer) else score_layer,
+                              "score layer")], True
+    return [model.resolve(s, "score layer") for s in score_layer], False
+
+
+def _check_scores_reach_target(model: Model, score_names: list[str], target: str) -> None:
+    upstream = model.ancestors([target])
+    for s in score_names:
+        if s not in upstream:
+            raise InputError(f"score layer {s!r} does not feed the target layer {target!r}, so its "
+                             "scores would all be zero")
+
+
+def _check_one_hot(x: Tensor, name: str) -> None:
+    if not bool(((x == 0) | (x == 1)).all()):
+        raise InputError(f"hypothetical=True needs one-hot inputs, but input {name!r} has values "
+                         "other than 0 and 1")
+    axis = one_hot_axis(x)
+    if bool((x.sum(axis) > 1).any()):
+        raise InputError(f"hypothetical=True needs one-hot inputs, but input {name!r} has more than "
+                         f"one 1 per position along axis {axis}")
+
+
+def one_hot_axis(x: Tensor) -> int:
+    """The channel axis of one-hot sequence: 1 for (N, 4, L), -1 for (N, L, 4)."""
+    if x.ndim >= 3 and x.shape[1] == 4:
+        return 1
+    if x.shape[-1] == 4:
+        return x.ndim - 1
+    raise InputError(f"cannot find the 4 one-hot channels in an input of shape {tuple(x.shape)}; "
+                     "expected (N, 4, L) or (N, L, 4)")
+
+
+class _Runner:
+    """Splits the (example, reference) pairs into batches and accumulates per-example means."""
+
+    def __init__(self, model: Model, method: Method, spec: TargetSpec, score_names: list[str],
+                 shapes: dict[str, tuple], rule_for, options: RuleOptions, hypothetical: bool,
+                 return_delta: bool) -> None:
+        self.model, self.method, self.spec = model, method, spec
+        self.score_names, self.shapes = score_names, shapes
+        self.rule_for, self.options = rule_for, options
+        self.hypothetical, self.return_delta = hypothetical, return_delta
+        self.needed = [spec.layer, *score_names]
+
+    def run(self, xs: list[Tensor], refs: list[Tensor] | None, n_refs: int, batch_size: int,
+            steps: int, progress: bool):
+        n = xs[0].shape[0]
+        t = len(self.spec.indices)
+        scores = [torch.zeros((n, t, *self.shapes[s][1:]), dtype=xs[0].dtype, device=xs[0].device)
+                  for s in self.score_names]
+        deltas = torch.zeros((n, n_refs, t), dtype=xs[0].dtype, device=xs[0].device)
+        n_pairs = n * n_refs
+        per_batch = batch_size
+        if self.method.output == "integrated_gradients":
+            per_batch = max(1, batch_size // steps)
+        batches = range(0, n_pairs, per_batch)
+        if progress:
+            from tqdm.auto import tqdm
+            batches = tqdm(batches, total=math.ceil(n_pairs / per_batch), unit="batch",
+                           desc=f"deeplift {self.method.name}")
+        with torch.no_grad():
+            for start in batches:
+                pairs = torch.arange(start, min(start + per_batch, n_pairs), device=xs[0].device)
+                ex, rf = pairs // n_refs, pairs % n_refs
+                batch_scores, batch_delta = self._batch(xs, refs, ex, rf, steps)
+                for acc, s in zip(scores, batch_scores):
+                    acc.index_add_(0, ex, s.transpose(0, 1) / n_refs)
+                if batch_delta is not None:
+                    deltas[ex, rf] = batch_delta.transpose(0, 1)
+        return scores, deltas
+
+    # -- one batch ------------------------------------------------------------------------------
+    def _batch(self, xs, refs, ex: Tensor, rf: Tensor, steps: int):
+        if self.method.output == "integrated_gradients":
+            return self._integrated_gradients(xs, refs, ex, rf, steps)
+        uniq_ex, x_idx = torch.unique(ex, return_inverse=True)
+        x_batch = [x.index_select(0, uniq_ex) for x in xs]
+        if not self.method.uses_reference:
+            with torch.no_grad():
+                x_values = self.model.forward_all(x_batch, self.needed)
+            state = PassState(self.model, x_values, None, x_idx, None, self.rule_for, self.options)
+            ms = self._backward(state, len(ex))
+            out = []
+            for name, (mp, mn) in zip(self.score_names, ms):
+                mult = mp if mn is None else 0.5 * (mp + mn)
+                out.append(mult * state.x(name) if self.method.output == "gradient_x_input" else mult)
+            return out, None
+        r_rows, r_idx = self._reference_rows(refs, ex, rf)
+        x_values, r_values = engine.forward_together(self.model, x_batch, r_rows, self.needed)
+        state = PassState(self.model, x_values, r_values, x_idx, r_idx, self.rule_for, self.options)
+        ms = self._backward(state, len(ex))
+        out = []
+        for name, m in zip(self.score_names, ms):
+            if self.hypothetical:
+                out.append(self._hypothetical(m, state.r(name)))
+            else:
+                out.append(engine.contributions(state, name, m))
+        delta = None
+        if self.return_delta:
+            delta = self._delta_error(state, out if not self.hypothetical else
+                                      [engine.contributions(state, n, m) for n, m in zip(self.score_names, ms)])
+        return out, delta
+
+    def _reference_rows(self, refs: list[Tensor], ex: Tensor, rf: Tensor):
+        """Distinct reference rows of this batch and each pair's index into them."""
+        if refs[0].shape[0] == 1 and all(r.shape[0] == 1 for r in refs):
+            uniq, r_idx = torch.unique(rf, return_inverse=True)
+            return [r[0].index_select(0, uniq) for r in refs], r_idx
+        rows = [r[ex if r.shape[0] > 1 else torch.zeros_like(ex), rf] for r in refs]
+        return rows, None
+
+    def _backward(self, state: PassState, n_pairs: int):
+        shape = self.shapes[self.spec.layer][1:]
+        seeds = target_seeds(self.spec, n_pairs, shape, state.x(self.spec.layer).dtype,
+                             state.x(self.spec.layer).device)
+        mults = engine.backward(self.model, state, self.spec.layer, seeds, self.score_names)
+        return [mults[n] for n in self.score_names]
+
+    def _hypothetical(self, m, ref: Tensor) -> Tensor:
+        mp, mn = m
+        mult = mp if mn is None else 0.5 * (mp + mn)
+        axis = one_hot_axis(ref) + 1  # multipliers carry a leading target axis
+        return mult - (ref * mult).sum(axis, keepdim=True)
+
+    def _delta_error(self, state: PassState, contribs: list[Tensor]) -> Tensor:
+        """Σ contributions − seed·Δtarget, per (target, pair)."""
+        total = sum(c.flatten(2).sum(2) for c in contribs)
+        d_target = state.delta(self.spec.layer).flatten(1)
+        seeds = target_seeds(self.spec, d_target.shape[0], (self.spec.n_features,), d_target.dtype,
+                             d_target.device)
+        return total - (seeds * d_target).sum(-1)
+
+    def _integrated_gradients(self, xs, refs, ex: Tensor, rf: Tensor, steps: int):
+        """Midpoint Riemann sum of the gradient along the straight path, all steps in one batch."""
+        n_pairs = len(ex)
+        rows = self._reference_rows(refs, ex, rf)
+        r_pairs = rows[0] if rows[1] is None else [r.index_select(0, rows[1]) for r in rows[0]]
+        x_pairs = [x.index_select(0, ex) for x in xs]
+        alphas = (torch.arange(steps, dtype=xs[0].dtype, device=xs[0].device) + 0.5) / steps
+        points = []
+        for x, r in zip(x_pairs, r_pairs):
+            a = alphas.reshape(steps, 1, *([1] * (x.ndim - 1)))
+            points.append((r.unsqueeze(0) + a * (x - r).unsqueeze(0)).reshape(steps * n_pairs, *x.shape[1:]))
+        with torch.no_grad():
+            values = self.model.forward_all(points, self.needed)
+        state = PassState(self.model, values, None, None, None, self.rule_for, self.options)
+        ms = self._backward(state, steps * n_pairs)
+        out = []
+        for name, (mp, _), x, r in zip(self.score_names, ms, x_pairs, r_pairs):
+            mean_grad = mp.reshape(mp.shape[0], steps, n_pairs, *mp.shape[2:]).mean(1)
+            out.append(mean_grad * (x - r))
+        delta = None
+        if self.return_delta:
+            with torch.no_grad():
+                fx = self.model.forward_all(x_pairs, [self.spec.layer])[self.spec.layer].flatten(1)
+                fr = self.model.forward_all(r_pairs, [self.spec.layer])[self.spec.layer].flatten(1)
+            seeds = target_seeds(self.spec, n_pairs, (self.spec.n_features,), fx.dtype, fx.device)
+            total = sum(c.flatten(2).sum(2) for c in out)
+            delta = total - (seeds * (fx - fr)).sum(-1)
+        return out, delta

@@ -1,0 +1,196 @@
+"""The intermediate representation: a Model is a DAG of named layers with ordered inputs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from .errors import InputError
+from .layers.base import Constant, Input, Layer
+
+
+class Model:
+    """A DAG of DeepLIFT layers, kept in topological order.
+
+    ``inputs`` are the names of the :class:`Input` layers in the order the model is called with;
+    ``outputs`` the names of the layers whose values the model returns (default: layers that no
+    other layer consumes).
+    """
+
+    def __init__(self, layers: Iterable[Layer], inputs: Sequence[str] | None = None,
+                 outputs: Sequence[str] | None = None, name: str | None = None) -> None:
+        layers = list(layers)
+        _name_unnamed(layers)
+        by_name: dict[str, Layer] = {}
+        for layer in layers:
+            if layer.name in by_name:
+                raise ValueError(f"two layers are named {layer.name!r}")
+            by_name[layer.name] = layer
+        for layer in layers:
+            for i in layer.inputs:
+                if i not in by_name:
+                    raise ValueError(f"layer {layer.name!r} takes input {i!r}, which is not in the model")
+        self.name = name
+        self.layers: dict[str, Layer] = {n: by_name[n] for n in _topological_order(by_name)}
+        self.input_names = list(inputs) if inputs is not None else [
+            n for n, l in self.layers.items() if isinstance(l, Input)]
+        for n in self.input_names:
+            if not isinstance(self.layers.get(n), Input):
+                raise ValueError(f"{n!r} is not an Input layer of the model")
+        consumed = {i for l in self.layers.values() for i in l.inputs}
+        self.output_names = list(outputs) if outputs is not None else [
+            n for n in self.layers if n not in consumed and not isinstance(self.layers[n], (Input, Constant))]
+        self._consumers: dict[str, list[str]] = {n: [] for n in self.layers}
+        for n, l in self.layers.items():
+            for i in l.inputs:
+                if n not in self._consumers[i]:
+                    self._consumers[i].append(n)
+
+    @classmethod
+    def from_output_layers(cls, outputs: "Layer | Sequence[Layer]", **kwargs) -> "Model":
+        """Build a model from layer objects wired with ``set_inputs`` (the original's by-hand style)."""
+        outs = [outputs] if isinstance(outputs, Layer) else list(outputs)
+        seen: dict[int, Layer] = {}
+        stack = list(outs)
+        while stack:
+            layer = stack.pop()
+            if id(layer) in seen:
+                continue
+            seen[id(layer)] = layer
+            stack.extend(getattr(layer, "_input_layers", []))
+        return cls(seen.values(), outputs=[o.name for o in outs] if all(o.name for o in outs) else None,
+                   **kwargs)
+
+    # -- inspection -------------------------------------------------------------------------------
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.layers)
+
+    def consumers(self, name: str) -> list[str]:
+        return self._consumers[name]
+
+    def layer(self, name_or_index: "str | int") -> Layer:
+        return self.layers[self.resolve(name_or_index)]
+
+    def resolve(self, name_or_index: "str | int", what: str = "layer") -> str:
+        """A layer name from a name or a (possibly negative) index into ``layer_names``."""
+        if isinstance(name_or_index, str):
+            if name_or_index not in self.layers:
+                close = [n for n in self.layers if name_or_index.lower() in n.lower()][:5]
+                hint = f"; similar names: {close}" if close else ""
+                raise InputError(f"unknown {what} {name_or_index!r}: the model has no layer of that "
+                                 f"name{hint} (see model.layer_names)")
+            return name_or_index
+        if isinstance(name_or_index, (int,)) and not isinstance(name_or_index, bool):
+            names = self.layer_names
+            if not -len(names) <= name_or_index < len(names):
+                raise InputError(f"{what} index {name_or_index} is out of range: the model has "
+                                 f"{len(names)} layers")
+            return names[name_or_index]
+        raise InputError(f"{what} must be a layer name or index, got {name_or_index!r}")
+
+    def ancestors(self, names: Iterable[str]) -> set[str]:
+        """The given layers and every layer they depend on."""
+        out: set[str] = set()
+        stack = list(names)
+        while stack:
+            n = stack.pop()
+            if n not in out:
+                out.add(n)
+                stack.extend(self.layers[n].inputs)
+        return out
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for layer in self.layers.values():
+            for t in layer.tensors().values():
+                if t.is_floating_point():
+                    return t.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def device(self) -> torch.device:
+        for layer in self.layers.values():
+            for t in layer.tensors().values():
+                return t.device
+        return torch.device("cpu")
+
+    def to(self, *args, **kwargs) -> "Model":
+        """Move every layer's tensors (``model.to(torch.float64)``, ``model.to("cuda")``)."""
+        for layer in self.layers.values():
+            layer.to(*args, **kwargs)
+        return self
+
+    # -- forward ----------------------------------------------------------------------------------
+    def forward_all(self, inputs: Sequence[Tensor], needed: Iterable[str] | None = None) -> dict[str, Tensor]:
+        """Run the forward functions; ``inputs`` in ``input_names`` order; returns every value."""
+        wanted = self.ancestors(needed) if needed is not None else set(self.layers)
+        values: dict[str, Tensor] = dict(zip(self.input_names, inputs))
+        for name, layer in self.layers.items():
+            if name in values or name not in wanted:
+                continue
+            if isinstance(layer, Input):
+                raise InputError(f"no value was given for input layer {name!r}")
+            values[name] = layer.forward(*[values[i] for i in layer.inputs])
+        return values
+
+    def __call__(self, *inputs) -> "Tensor | tuple[Tensor, ...]":
+        """Forward pass: equals the source model's forward."""
+        from .api import prepare_forward_inputs  # local: api imports graph
+
+        tensors, to_numpy = prepare_forward_inputs(self, inputs)
+        with torch.no_grad():
+            values = self.forward_all(tensors, self.output_names)
+        outs = [values[n] for n in self.output_names]
+        if to_numpy:
+            outs = [o.detach().cpu().numpy() for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def summary(self) -> str:
+        lines = [f"{'name':30s} {'type':24s} inputs"]
+        for n, l in self.layers.items():
+            lines.append(f"{n:30s} {l.describe():24s} {', '.join(l.inputs)}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"deeplift.Model({len(self.layers)} layers, inputs={self.input_names}, "
+                f"outputs={self.output_names})")
+
+
+def _name_unnamed(layers: list[Layer]) -> None:
+    counts: Counter[str] = Counter()
+    taken = {l.name for l in layers if l.name is not None}
+    for layer in layers:
+        if layer.name is None:
+            base = type(layer).__name__.lower()
+            while True:
+                candidate = f"{base}_{counts[base]}"
+                counts[base] += 1
+                if candidate not in taken:
+                    break
+            layer.name = candidate
+            taken.add(candidate)
+
+
+def _topological_order(by_name: dict[str, Layer]) -> list[str]:
+    """Kahn's algorithm, stable with respect to the given order."""
+    indeg = {n: len(set(l.inputs)) for n, l in by_name.items()}
+    consumers: dict[str, list[str]] = {n: [] for n in by_name}
+    for n, l in by_name.items():
+        for i in set(l.inputs):
+            consumers[i].append(n)
+    ready = [n for n in by_name if indeg[n] == 0]
+    order: list[str] = []
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for c in consumers[n]:
+            indeg[c] -= 1
+            if indeg[c] == 0:
+                ready.append(c)
+    if len(order) != len(by_name):
+        raise ValueError("the layer graph has a cycle")
+    return order

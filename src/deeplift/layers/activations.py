@@ -1,0 +1,302 @@
+"""Elementwise nonlinearities and softmax, with every multiplier rule.
+
+Which rule a nonlinearity uses is the method's choice (``methods.py``); how each rule computes
+lives here. Rules for an elementwise ``y = f(x)`` with ``Δx = x − r``, ``Δy = f(x) − f(r)``:
+
+* ``rescale``: ``s = Δy/Δx`` (``f'(r)`` where ``|Δx|`` is below ``near_zero``); both parts scaled.
+* ``reveal_cancel``: with the input's split ``(Δx⁺, Δx⁻)``,
+  ``Δy⁺ = ½[(f(r+Δx⁺) − f(r)) + (f(x) − f(r+Δx⁻))]``, ``Δy⁻ = ½[(f(r+Δx⁻) − f(r)) + (f(x) − f(r+Δx⁺))]``,
+  ``m⁺_in = m⁺·Δy⁺/Δx⁺``, ``m⁻_in = m⁻·Δy⁻/Δx⁻``.
+* ``gradient``: ``f'(x)``; ``guided_backprop``: ``f'(x)·[m⁺>0]``; ``guided_backprop_rescale``:
+  the rescale factor with each part masked by its own sign; ``deconvnet``: ``f(m)``;
+  ``pass_through``: ``m``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Layer, Multipliers, Split
+from .linear import as_tensor
+
+RULES = ("rescale", "reveal_cancel", "gradient", "guided_backprop", "guided_backprop_rescale",
+         "deconvnet", "pass_through")
+
+
+def _pseudocount(t: Tensor, eps: float) -> Tensor:
+    """The original's ``pseudocount_near_zero``: values with |t| < eps/2 are pushed to ±eps."""
+    near = t.abs() < eps / 2
+    return torch.where(near & (t >= 0), t + eps, torch.where(near & (t < 0), t - eps, t))
+
+
+class Activation(Layer):
+    """An elementwise nonlinearity ``f``. Subclasses define ``f`` and ``derivative``."""
+
+    #: the original library resolves genomics-default rules only for these
+    def f(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def derivative(self, x: Tensor) -> Tensor:
+        """``f'(x)`` elementwise; the default differentiates ``f`` with autograd."""
+        with torch.enable_grad():
+            z = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.f(z).sum(), z)
+        return g
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.f(x)
+
+    # -- rule state ---------------------------------------------------------------------------------
+    def _reference_gradient(self, state) -> Tensor:
+        inp = self.inputs[0]
+        if state.options.original_quirks:  # the original evaluates f' at f(r), not at r
+            return self.derivative(state.r(self.name))
+        return self.derivative(state.r(inp))
+
+    def rescale_factor(self, state) -> Tensor:
+        def compute() -> Tensor:
+            dx = state.delta(self.inputs[0])
+            dy = state.delta(self.name)
+            near = dx.abs() < state.options.near_zero
+            ratio = dy / torch.where(near, torch.ones_like(dx), dx)
+            return torch.where(near, self._reference_gradient(state), ratio)
+        return state.cached(self, "rescale", compute)
+
+    def reveal_cancel_parts(self, state) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(Δy⁺, Δy⁻, s⁺, s⁻)``."""
+        def compute():
+            inp = self.inputs[0]
+            p, n = state.split(inp)
+            r = state.r(inp)
+            fr = state.r(self.name)
+            eps = state.options.near_zero
+            if state.options.original_quirks:
+                p, n = _pseudocount(p, eps), _pseudocount(n, eps)
+                frp, frn = self.f(r + p), self.f(r + n)
+                pos = 0.5 * ((frp - fr) + (self.f((r + n) + p) - frn))
+                neg = 0.5 * ((frn - fr) + (self.f((r + p) + n) - frp))
+                return pos, neg, pos / p, neg / n
+            fx = state.x(self.name)
+            frp, frn = self.f(r + p), self.f(r + n)
+            pos = 0.5 * ((frp - fr) + (fx - frn))
+            neg = 0.5 * ((frn - fr) + (fx - frp))
+            near_p, near_n = p.abs() < eps, n.abs() < eps
+            if bool(near_p.any()) or bool(near_n.any()):
+                g = self.derivative(r)
+            else:
+                g = None
+            sp = pos / torch.where(near_p, torch.ones_like(p), p)
+            sn = neg / torch.where(near_n, torch.ones_like(n), n)
+            if g is not None:
+                sp, sn = torch.where(near_p, g, sp), torch.where(near_n, g, sn)
+            return pos, neg, sp, sn
+        return state.cached(self, "reveal_cancel", compute)
+
+    # -- the two hooks the engine calls -------------------------------------------------------------
+    def split(self, state) -> Split:
+        if state.rule(self) == "reveal_cancel":
+            pos, neg, _, _ = self.reveal_cancel_parts(state)
+            return pos, neg
+        p, n = state.split(self.inputs[0])
+        s = self.rescale_factor(state)
+        return s * p, s * n
+
+    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+        rule = state.rule(self)
+        if rule == "rescale":
+            s = self.rescale_factor(state)
+            return [(s * m_pos, None if m_neg is None else s * m_neg)]
+        if rule == "reveal_cancel":
+            _, _, sp, sn = self.reveal_cancel_parts(state)
+            return [(sp * m_pos, sn * (m_pos if m_neg is None else m_neg))]
+        if rule == "gradient":
+            g = state.cached(self, "gradient", lambda: self.derivative(state.x(self.inputs[0])))
+            return [(g * m_pos, None if m_neg is None else g * m_neg)]
+        if rule == "guided_backprop":
+            g = state.cached(self, "gradient", lambda: self.derivative(state.x(self.inputs[0])))
+            g = g * (m_pos > 0)
+            return [(g * m_pos, None if m_neg is None else g * m_neg)]
+        if rule == "guided_backprop_rescale":
+            s = self.rescale_factor(state)
+            gp = s * (m_pos > 0) * m_pos
+            return [(gp, None if m_neg is None else s * (m_neg > 0) * m_neg)]
+        if rule == "deconvnet":
+            return [(self.f(m_pos), None if m_neg is None else self.f(m_neg))]
+        if rule == "pass_through":
+            return [(m_pos, m_neg)]
+        raise ValueError(f"unknown nonlinearity rule {rule!r}; expected one of {RULES}")
+
+
+class ReLU(Activation):
+    def f(self, x: Tensor) -> Tensor:
+        return torch.relu(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return (x > 0).to(x.dtype)
+
+
+class LeakyReLU(Activation):
+    def __init__(self, negative_slope: float = 0.01, name: str | None = None) -> None:
+        super().__init__(name)
+        self.negative_slope = float(negative_slope)
+
+    def f(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(x, self.negative_slope)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, self.negative_slope))
+
+
+class PReLU(Activation):
+    """``max(x, 0) + alpha·min(x, 0)``; ``alpha`` broadcasts against the per-example shape (for
+    PyTorch's per-channel PReLU it is reshaped along ``axis``)."""
+
+    def __init__(self, alpha, axis: int | None = 1, name: str | None = None) -> None:
+        super().__init__(name)
+        self.alpha = as_tensor(alpha)
+        self.axis = axis
+
+    def _alpha(self, x: Tensor) -> Tensor:
+        a = self.alpha
+        if a.numel() == 1:
+            return a.reshape(())
+        if self.axis is None:  # alpha already shaped like the example (Keras layout)
+            return a
+        axis = self.axis % x.ndim
+        return a.reshape((-1,) + (1,) * (x.ndim - axis - 1))
+
+    def f(self, x: Tensor) -> Tensor:
+        return torch.where(x > 0, x, x * self._alpha(x))
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.where(x > 0, torch.ones_like(x), self._alpha(x) * torch.ones_like(x))
+
+
+class ELU(Activation):
+    def __init__(self, alpha: float = 1.0, name: str | None = None) -> None:
+        super().__init__(name)
+        self.alpha = float(alpha)
+
+    def f(self, x: Tensor) -> Tensor:
+        return F.elu(x, self.alpha)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.where(x > 0, torch.ones_like(x), self.alpha * torch.exp(torch.clamp(x, max=0)))
+
+
+class SELU(Activation):
+    def f(self, x: Tensor) -> Tensor:
+        return F.selu(x)
+
+
+class Sigmoid(Activation):
+    def f(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1 - s)
+
+
+class Tanh(Activation):
+    def f(self, x: Tensor) -> Tensor:
+        return torch.tanh(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return 1 - torch.tanh(x) ** 2
+
+
+class Softplus(Activation):
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0, name: str | None = None) -> None:
+        super().__init__(name)
+        self.beta, self.threshold = float(beta), float(threshold)
+
+    def f(self, x: Tensor) -> Tensor:
+        return F.softplus(x, self.beta, self.threshold)
+
+
+class SiLU(Activation):
+    def f(self, x: Tensor) -> Tensor:
+        return F.silu(x)
+
+
+class GELU(Activation):
+    def __init__(self, approximate: str = "none", name: str | None = None) -> None:
+        super().__init__(name)
+        self.approximate = approximate
+
+    def f(self, x: Tensor) -> Tensor:
+        return F.gelu(x, approximate=self.approximate)
+
+
+class Exp(Activation):
+    def f(self, x: Tensor) -> Tensor:
+        return torch.exp(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.exp(x)
+
+
+class Softmax(Layer):
+    """Softmax over ``dim``, usable anywhere in a network.
+
+    DeepLIFT rules see it as ``y = e·u`` with ``e = exp(x − c)`` (elementwise, Rescale), ``E = Σe``
+    (linear), ``u = 1/E`` (Rescale) and the product split by the Shapley rule. ``c`` is one shift
+    per pair shared by input and reference, so it changes nothing but overflow. The composition
+    is a per-pair linear map ``M`` with ``M·Δx = Δy`` exactly; both parts of the split and both
+    multipliers go through it (its transpose), which keeps summation-to-delta. For gradient
+    methods ``M`` is the Jacobian.
+    """
+
+    def __init__(self, dim: int = -1, name: str | None = None) -> None:
+        super().__init__(name)
+        self.dim = int(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.softmax(x, self.dim)
+
+    def _dim(self, ndim: int) -> int:
+        return self.dim - ndim if self.dim >= 0 else self.dim
+
+    def _factors(self, state):
+        def compute():
+            inp = self.inputs[0]
+            x = state.x(inp)
+            d = self._dim(x.ndim)
+            eps = state.options.near_zero
+            if not state.difference_based:
+                e = torch.exp(x - x.amax(d, keepdim=True))
+                u = 1 / e.sum(d, keepdim=True)
+                return d, e, -u * u, u, e
+            r = state.r(inp)
+            c = torch.maximum(x.amax(d, keepdim=True), r.amax(d, keepdim=True))
+            ex, er = torch.exp(x - c), torch.exp(r - c)
+            sx, sr = ex.sum(d, keepdim=True), er.sum(d, keepdim=True)
+            ux, ur = 1 / sx, 1 / sr
+            dx, ds = x - r, sx - sr
+            near_x, near_s = dx.abs() < eps, ds.abs() < eps * sr
+            s_e = torch.where(near_x, er, (ex - er) / torch.where(near_x, torch.ones_like(dx), dx))
+            s_u = torch.where(near_s, -ur * ur, (ux - ur) / torch.where(near_s, torch.ones_like(ds), ds))
+            return d, s_e, s_u, 0.5 * (ux + ur), 0.5 * (ex + er)
+        return state.cached(self, "factors", compute)
+
+    def _apply(self, state, v: Tensor) -> Tensor:
+        d, s_e, s_u, u_bar, e_bar = self._factors(state)
+        a = s_e * v
+        return u_bar * a + e_bar * (s_u * a.sum(d, keepdim=True))
+
+    def _apply_transpose(self, state, m: Tensor) -> Tensor:
+        d, s_e, s_u, u_bar, e_bar = self._factors(state)
+        return s_e * (u_bar * m + s_u * (e_bar * m).sum(d, keepdim=True))
+
+    def split(self, state) -> Split:
+        p, n = state.split(self.inputs[0])
+        return self._apply(state, p), self._apply(state, n)
+
+    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+        return [(self._apply_transpose(state, m_pos),
+                 None if m_neg is None else self._apply_transpose(state, m_neg))]

@@ -1,0 +1,260 @@
+"""The layer protocol every DeepLIFT layer follows, and the families most layers belong to.
+
+A layer owns all of its math (see DESIGN.md §1):
+
+* ``forward(*inputs)`` — the ordinary forward function. The engine calls it once on the inputs
+  and the references stacked along the batch axis.
+* ``split(state)`` — the difference-from-reference of the output, split into a positive and a
+  negative part ``(Δy⁺, Δy⁻)`` with ``Δy⁺ + Δy⁻ = Δy``. RevealCancel needs this split of the
+  layer that feeds it; it is computed lazily and only where needed.
+* ``backward(state, m_pos, m_neg)`` — maps the positive and negative multipliers of the output to
+  those of each input. ``m_neg is None`` means "equal to ``m_pos``" (true for every method but
+  RevealCancel), which lets linear layers run a single transposed op.
+
+Multipliers carry a leading *target* axis: shape ``(T, P, *layer_shape)`` for ``T`` targets and
+``P`` (example, reference) pairs; per-pair state from ``state`` has shape ``(P, *layer_shape)`` and
+broadcasts against them.
+
+The invariant each backward keeps (it is what makes summation-to-delta hold for the whole graph):
+``Σ_out (m⁺·Δy⁺ + m⁻·Δy⁻) = Σ_in (m⁺_in·Δx⁺_in + m⁻_in·Δx⁻_in)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine import PassState
+
+Multipliers = tuple[Tensor, "Tensor | None"]
+Split = tuple[Tensor, Tensor]
+
+
+def positive(t: Tensor) -> Tensor:
+    """``t·[t>0]`` (zeros go to neither part)."""
+    return t * (t > 0)
+
+
+def negative(t: Tensor) -> Tensor:
+    """``t·[t<0]``."""
+    return t * (t < 0)
+
+
+def flat_targets(m: Tensor) -> Tensor:
+    """(T, P, ...) -> (T·P, ...) so batched torch ops can run on all targets at once."""
+    return m.reshape(m.shape[0] * m.shape[1], *m.shape[2:])
+
+
+def unflat_targets(m: Tensor, n_targets: int) -> Tensor:
+    return m.reshape(n_targets, m.shape[0] // n_targets, *m.shape[1:])
+
+
+def neg_or_pos(m_pos: Tensor, m_neg: Tensor | None) -> Tensor:
+    return m_pos if m_neg is None else m_neg
+
+
+class Layer:
+    """Base of every layer: a named node with ordered inputs (names of other layers)."""
+
+    #: how many inputs the layer takes (None = any number >= 1)
+    n_inputs: int | None = 1
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+        self.inputs: list[str] = []
+
+    # -- graph building -------------------------------------------------------------------------
+    def set_inputs(self, inputs: "Layer | str | Sequence[Layer | str]") -> "Layer":
+        """Wire this layer after ``inputs`` (layers or layer names); returns self for chaining."""
+        if isinstance(inputs, (Layer, str)):
+            inputs = [inputs]
+        names = [i if isinstance(i, str) else i.name for i in inputs]
+        if any(n is None for n in names):
+            raise ValueError(f"layer {self.name!r}: inputs must be named before wiring")
+        if self.n_inputs is not None and len(names) != self.n_inputs:
+            raise ValueError(f"layer {self.name!r} ({type(self).__name__}) takes {self.n_inputs} "
+                             f"input(s), got {len(names)}")
+        self.inputs = list(names)
+        self._input_layers = [i for i in inputs if isinstance(i, Layer)]
+        return self
+
+    # -- the math ---------------------------------------------------------------------------------
+    def forward(self, *inputs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def split(self, state: "PassState") -> Split:
+        raise NotImplementedError(f"{type(self).__name__} has no split rule")
+
+    def backward(self, state: "PassState", m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+        raise NotImplementedError(f"{type(self).__name__} has no backward rule")
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+    def tensors(self) -> dict[str, Tensor]:
+        """Parameters and buffers of the layer (moved by ``Model.to``)."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, Tensor)}
+
+    def to(self, *args, **kwargs) -> "Layer":
+        for k, v in self.tensors().items():
+            setattr(self, k, v.to(*args, **kwargs))
+        return self
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, inputs={self.inputs})"
+
+
+class Input(Layer):
+    """A model input. ``shape`` excludes the batch axis. Its split is ``(Δx⁺, Δx⁻)``."""
+
+    n_inputs = 0
+
+    def __init__(self, shape: Sequence[int] | None = None, name: str | None = None,
+                 batch_shape: Sequence[int] | None = None) -> None:
+        super().__init__(name)
+        if shape is None and batch_shape is not None:
+            shape = tuple(batch_shape)[1:]
+        self.shape = None if shape is None else tuple(int(s) if s is not None else None for s in shape)
+
+    def forward(self, *inputs: Tensor) -> Tensor:  # never called: the engine feeds inputs
+        raise RuntimeError("Input layers are fed by the engine")
+
+    def split(self, state: "PassState") -> Split:
+        d = state.delta(self.name)
+        return positive(d), negative(d)
+
+
+class Constant(Layer):
+    """A tensor that does not depend on the inputs (a lifted constant or a parameter used as data).
+
+    Its difference-from-reference is zero, so it receives no contributions.
+    """
+
+    n_inputs = 0
+
+    def __init__(self, value: Tensor, name: str | None = None) -> None:
+        super().__init__(name)
+        self.value = value
+
+    def forward(self) -> Tensor:
+        return self.value
+
+
+class SignPreservingLinear(Layer):
+    """A linear map whose split is the map applied to each part of the input's split.
+
+    Pooling averages, reductions, reshapes, slices, padding, concatenation and addition: no weight
+    can flip a sign, so ``Δy⁺ = L(Δx⁺)``, ``Δy⁻ = L(Δx⁻)`` and the multipliers go back through
+    ``Lᵀ`` separately. Subclasses give ``linear`` (the map without any constant offset) and may
+    give a fast ``transpose``; the default transposes with autograd.
+    """
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.linear(*inputs)
+
+    def linear(self, *inputs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def transpose(self, state: "PassState", m: Tensor) -> list[Tensor]:
+        """``Lᵀ m`` for ``m`` of shape (B, *out) where B is a multiple of the number of pairs."""
+        shapes = [state.pair_shape(i, m.shape[0]) for i in self.inputs]
+        return vjp_of_linear(self.linear, shapes, m)
+
+    def split(self, state: "PassState") -> Split:
+        parts = [state.split(i) for i in self.inputs]
+        return self.linear(*[p for p, _ in parts]), self.linear(*[n for _, n in parts])
+
+    def backward(self, state: "PassState", m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+        t = m_pos.shape[0]
+        if m_neg is None:
+            ins = self.transpose(state, flat_targets(m_pos))
+            return [(unflat_targets(i, t), None) for i in ins]
+        both = self.transpose(state, torch.cat([flat_targets(m_pos), flat_targets(m_neg)]))
+        out = []
+        for i in both:
+            p, n = i.chunk(2)
+            out.append((unflat_targets(p, t), unflat_targets(n, t)))
+        return out
+
+
+def vjp_of_linear(fn, input_shapes: list[tuple[tuple[int, ...], torch.dtype, torch.device]],
+                  m: Tensor) -> list[Tensor]:
+    """Transpose of a linear ``fn`` applied to ``m``: the gradient of ``<fn(z), m>`` w.r.t. ``z``."""
+    with torch.enable_grad():
+        zs = [torch.zeros(s, dtype=dt, device=dev, requires_grad=True) for s, dt, dev in input_shapes]
+        out = fn(*zs)
+        grads = torch.autograd.grad(out, zs, grad_outputs=m, allow_unused=True)
+    return [torch.zeros(z.shape, dtype=z.dtype, device=z.device) if g is None else g
+            for z, g in zip(zs, grads)]
+
+
+class SignSplitLinear(Layer):
+    """A weighted linear map (dense, convolution) whose weights can flip signs.
+
+    DeepLIFT's linear rule: ``Δy⁺ = W⁺Δx⁺ + W⁻Δx⁻``, ``Δy⁻ = W⁻Δx⁺ + W⁺Δx⁻`` (the bias cancels),
+    and the multipliers go back through ``W⁺ᵀ``/``W⁻ᵀ`` according to the sign of each input's
+    Δx, with the plain average for Δx = 0. When ``m⁺ = m⁻`` this is exactly ``Wᵀm``.
+    Subclasses give ``apply(x, weight)`` (no bias), ``apply_transpose(m, weight, input_shape)``
+    and ``forward``.
+    """
+
+    weight: Tensor
+
+    def apply(self, x: Tensor, weight: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def apply_transpose(self, m: Tensor, weight: Tensor, input_shape: torch.Size) -> Tensor:
+        raise NotImplementedError
+
+    def _signed_weights(self) -> tuple[Tensor, Tensor]:
+        w = self.weight
+        return positive(w), negative(w)
+
+    def split(self, state: "PassState") -> Split:
+        d = state.delta(self.inputs[0])
+        dp, dn = positive(d), negative(d)
+        wp, wn = self._signed_weights()
+        return (self.apply(dp, wp) + self.apply(dn, wn),
+                self.apply(dp, wn) + self.apply(dn, wp))
+
+    def backward(self, state: "PassState", m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+        t = m_pos.shape[0]
+        in_shape = state.pair_shape(self.inputs[0], t * m_pos.shape[1])[0]
+        if m_neg is None:
+            m = self.apply_transpose(flat_targets(m_pos), self.weight, in_shape)
+            return [(unflat_targets(m, t), None)]
+        wp, wn = self._signed_weights()
+        mp, mn = flat_targets(m_pos), flat_targets(m_neg)
+        to_pos_in = unflat_targets(self.apply_transpose(mp, wp, in_shape)
+                                   + self.apply_transpose(mn, wn, in_shape), t)
+        to_neg_in = unflat_targets(self.apply_transpose(mp, wn, in_shape)
+                                   + self.apply_transpose(mn, wp, in_shape), t)
+        d = state.delta(self.inputs[0])
+        m = torch.where(d > 0, to_pos_in, torch.where(d < 0, to_neg_in, 0.5 * (to_pos_in + to_neg_in)))
+        return [(m, None)]
+
+
+class SignedScale(Layer):
+    """``y = a·x + b`` elementwise with a fixed ``a`` that may be negative (batch norm, scalar
+    multiplication, negation). A negative ``a`` swaps the positive and negative parts."""
+
+    def scale(self, ndim: int) -> Tensor:
+        """The factor ``a``, shaped to broadcast against a per-pair tensor of rank ``ndim``."""
+        raise NotImplementedError
+
+    def split(self, state: "PassState") -> Split:
+        p, n = state.split(self.inputs[0])
+        a = self.scale(p.ndim)
+        ap, an = positive(a), negative(a)
+        return ap * p + an * n, ap * n + an * p
+
+    def backward(self, state: "PassState", m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+        a = self.scale(m_pos.ndim - 1)
+        if m_neg is None:
+            return [(m_pos * a, None)]
+        ap, an = positive(a), negative(a)
+        return [(ap * m_pos + an * m_neg, ap * m_neg + an * m_pos)]

@@ -1,0 +1,88 @@
+"""The scoring methods, and which rule each one asks every nonlinearity to use.
+
+How a rule computes lives with the layer (``layers/activations.py``); *which* rule applies where
+is decided here, in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import InputError
+from .graph import Model
+from .layers.base import Layer
+from .layers.linear import BatchNorm, Conv, Dense
+from .layers.shape import Identity
+
+
+@dataclass(frozen=True)
+class Method:
+    """``rule``: the nonlinearity rule (None: resolved per layer, genomics default).
+    ``uses_reference``: DeepLIFT-style (differences from a reference) or gradient-style.
+    ``output``: what ``attribute`` returns — contributions ``m·Δx``, the multipliers themselves,
+    multipliers × input, or integrated gradients."""
+
+    name: str
+    rule: str | None
+    uses_reference: bool
+    output: str
+
+
+METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("rescale", "rescale", True, "contributions"),
+    Method("reveal_cancel", "reveal_cancel", True, "contributions"),
+    Method("genomics_default", None, True, "contributions"),
+    Method("guided_backprop_rescale", "guided_backprop_rescale", True, "contributions"),
+    Method("pass_through", "pass_through", True, "contributions"),
+    Method("gradient", "gradient", False, "multipliers"),
+    Method("gradient_x_input", "gradient", False, "gradient_x_input"),
+    Method("guided_backprop", "guided_backprop", False, "multipliers"),
+    Method("deconvnet", "deconvnet", False, "multipliers"),
+    Method("integrated_gradients", "gradient", False, "integrated_gradients"),
+]}
+
+
+def get_method(name: str) -> Method:
+    if isinstance(name, Method):
+        return name
+    key = str(name).lower().replace("-", "_")
+    if key not in METHODS:
+        raise InputError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[key]
+
+
+#: layers the genomics default looks through to find what feeds a nonlinearity
+_TRANSPARENT = (BatchNorm, Identity)
+
+
+def genomics_default_rule(model: Model, layer: Layer, strict: bool = False) -> str:
+    """RevealCancel for a nonlinearity fed by a dense layer, Rescale for one fed by a convolution
+    (looking through batch norm and identity/dropout layers), as the DeepLIFT paper recommends
+    for genomics. Anything else gets Rescale, or an error when ``strict`` (the original's
+    behaviour)."""
+    source = model.layers[layer.inputs[0]]
+    while isinstance(source, _TRANSPARENT) and source.inputs:
+        source = model.layers[source.inputs[0]]
+    if isinstance(source, Dense):
+        return "reveal_cancel"
+    if isinstance(source, Conv):
+        return "rescale"
+    if strict:
+        raise InputError(f"genomics default: unsure how to resolve the rule of {layer.name!r}, "
+                         f"which follows {source.name!r} ({type(source).__name__}); expected a "
+                         "dense or convolution layer before it")
+    return "rescale"
+
+
+def rule_resolver(model: Model, method: Method, strict: bool = False,
+                  overrides: dict[str, str] | None = None) -> Callable[[Layer], str]:
+    """A function layer -> rule name, memoised per layer."""
+    cache: dict[str, str] = dict(overrides or {})
+
+    def rule_for(layer: Layer) -> str:
+        if layer.name not in cache:
+            cache[layer.name] = (method.rule if method.rule is not None
+                                 else genomics_default_rule(model, layer, strict))
+        return cache[layer.name]
+    return rule_for
