@@ -5,9 +5,13 @@
     scores = deeplift.attribute(model, x, references=None, method="rescale", target=0)
 """
 
+from . import convert as _frontends  # noqa: F401  (imported first: the function below keeps the name)
 from .api import attribute
 from .errors import DeepLiftError, InputError, ModelFormatError, UnsupportedLayerError
 from .graph import Model
+from . import convert as _convert_package  # noqa: F401  load the subpackage first, so that the
+# function below (not the subpackage) is what ``deeplift.convert`` names: importing a submodule
+# such as ``deeplift.convert.torch`` later no longer rebinds the package attribute
 
 __version__ = "1.0.0.dev0"
 

@@ -423,6 +423,12 @@ class _Runner:
         if self.method.output == "integrated_gradients":
             per_batch = max(1, batch_size // steps)
         batches = range(0, n_pairs, per_batch)
+        self.shared_r_values = None
+        if (refs is not None and self.method.uses_reference and all(r.shape[0] == 1 for r in refs)
+                and n_refs <= batch_size):
+            # one reference set for every example: run it forward once per call, not per batch
+            with torch.no_grad():
+                self.shared_r_values = self.model.forward_all([r[0] for r in refs], self.needed)
         if progress:
             from tqdm.auto import tqdm
             batches = tqdm(batches, total=math.ceil(n_pairs / per_batch), unit="batch",
@@ -454,8 +460,13 @@ class _Runner:
                 mult = mp if mn is None else 0.5 * (mp + mn)
                 out.append(mult * state.x(name) if self.method.output == "gradient_x_input" else mult)
             return out, None
-        r_rows, r_idx = self._reference_rows(refs, ex, rf)
-        x_values, r_values = engine.forward_together(self.model, x_batch, r_rows, self.needed)
+        if self.shared_r_values is not None:
+            with torch.no_grad():
+                x_values = self.model.forward_all(x_batch, self.needed)
+            r_values, r_idx = self.shared_r_values, rf
+        else:
+            r_rows, r_idx = self._reference_rows(refs, ex, rf)
+            x_values, r_values = engine.forward_together(self.model, x_batch, r_rows, self.needed)
         state = PassState(self.model, x_values, r_values, x_idx, r_idx, self.rule_for, self.options)
         ms = self._backward(state, len(ex))
         out = []

@@ -46,8 +46,8 @@ class PassState:
         self.model = model
         self.x_values = x_values
         self.r_values = r_values
-        self.x_idx = x_idx
-        self.r_idx = r_idx
+        self.x_idx = _simplify_index(x_idx)
+        self.r_idx = _simplify_index(r_idx)
         self._rule_for = rule_for
         self.difference_based = r_values is not None
         self.options = options
@@ -113,8 +113,24 @@ class PassState:
         return self._cache[k]
 
 
-def _gather(v: Tensor, idx: Tensor | None, constant: bool) -> Tensor:
-    return v if constant or idx is None else v.index_select(0, idx)
+def _simplify_index(idx: Tensor | None) -> "Tensor | int | None":
+    """None for the identity, an int ``P`` when every pair uses row 0 (then rows are expanded,
+    not copied), else the index itself."""
+    if idx is None:
+        return None
+    if bool((idx == 0).all()):
+        return len(idx)
+    if bool((idx == torch.arange(len(idx), device=idx.device)).all()):
+        return None
+    return idx
+
+
+def _gather(v: Tensor, idx: "Tensor | int | None", constant: bool) -> Tensor:
+    if constant or idx is None:
+        return v
+    if isinstance(idx, int):
+        return v[:1].expand(idx, *v.shape[1:])
+    return v.index_select(0, idx)
 
 
 def _add(a: Multipliers | None, b: Multipliers) -> Multipliers:

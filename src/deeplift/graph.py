@@ -43,6 +43,9 @@ class Model:
         consumed = {i for l in self.layers.values() for i in l.inputs}
         self.output_names = list(outputs) if outputs is not None else [
             n for n in self.layers if n not in consumed and not isinstance(self.layers[n], (Input, Constant))]
+        #: rows pushed through the forward pass so far (examples + references); lets tests and
+        #: benchmarks check that work is not repeated
+        self.rows_forwarded = 0
         self._consumers: dict[str, list[str]] = {n: [] for n in self.layers}
         for n, l in self.layers.items():
             for i in l.inputs:
@@ -129,6 +132,8 @@ class Model:
         """Run the forward functions; ``inputs`` in ``input_names`` order; returns every value."""
         wanted = self.ancestors(needed) if needed is not None else set(self.layers)
         values: dict[str, Tensor] = dict(zip(self.input_names, inputs))
+        if inputs:
+            self.rows_forwarded += int(inputs[0].shape[0])
         for name, layer in self.layers.items():
             if name in values or name not in wanted:
                 continue

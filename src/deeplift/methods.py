@@ -13,7 +13,7 @@ from .errors import InputError
 from .graph import Model
 from .layers.base import Layer
 from .layers.linear import BatchNorm, Conv, Dense
-from .layers.shape import Identity
+from .layers.shape import Identity, Permute
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,9 @@ def get_method(name: str) -> Method:
     return METHODS[key]
 
 
-#: layers the genomics default looks through to find what feeds a nonlinearity
-_TRANSPARENT = (BatchNorm, Identity)
+#: layers the genomics default looks through to find what feeds a nonlinearity (a Permute is how
+#: a channels-last Keras convolution is expressed in our channels-first layers)
+_TRANSPARENT = (BatchNorm, Identity, Permute)
 
 
 def genomics_default_rule(model: Model, layer: Layer, strict: bool = False) -> str:

@@ -38,7 +38,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
@@ -138,7 +138,7 @@ def read_keras_config(config: dict, weights: dict[str, dict[str, np.ndarray]], *
     except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
         raise ModelFormatError(f"{source}: malformed model config ({exc!r})") from exc
     layers = [_attach_weights(layer, weights, graph.layers, source) for layer in graph.layers]
-    return KerasModel(name=str(model["config"].get("name", "model")), layers=layers,
+    return KerasModel(name=_model_name(model), layers=layers,
                       inputs=graph.inputs, outputs=graph.outputs, keras_version=keras_version,
                       source_format=source_format)
 
@@ -241,9 +241,8 @@ def _h5_weights(model: dict, root: h5py.Group, source: str) -> dict[str, dict[st
 
 def _h5_group_weights(group: h5py.Group, source: str, layer: str) -> dict[str, np.ndarray]:
     """Datasets listed by ``weight_names`` (all datasets below the group if it has none)."""
-    if "weight_names" in group.attrs:
-        names = [_decode(n) for n in np.atleast_1d(group.attrs["weight_names"])]
-    else:
+    names = _h5_str_list(group, "weight_names")
+    if names is None:
         names = []
         group.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
     stored = {}
@@ -254,6 +253,20 @@ def _h5_group_weights(group: h5py.Group, source: str, layer: str) -> dict[str, n
                 "weight_names is not in the file")
         stored[wname] = np.asarray(group[wname])
     return stored
+
+
+def _h5_str_list(group: h5py.Group, attr: str) -> list[str] | None:
+    """A string-list attribute; Keras splits big ones into ``attr0``, ``attr1``... (64 KB limit)."""
+    if attr in group.attrs:
+        return [_decode(n) for n in np.atleast_1d(group.attrs[attr])]
+    if f"{attr}0" not in group.attrs:
+        return None
+    names: list[str] = []
+    chunk = 0
+    while f"{attr}{chunk}" in group.attrs:
+        names += [_decode(n) for n in np.atleast_1d(group.attrs[f"{attr}{chunk}"])]
+        chunk += 1
+    return names
 
 
 def _descendants(entry: dict, prefix: str) -> Iterator[tuple[str, str]]:
@@ -271,43 +284,37 @@ def _descendants(entry: dict, prefix: str) -> Iterator[tuple[str, str]]:
 
 def _read_keras_archive(path: Path) -> KerasModel:
     """Keras 3 zip: ``config.json``, ``metadata.json`` and the ``model.weights.h5`` store."""
-    source = str(path)
     with zipfile.ZipFile(path) as zf:
         names = set(zf.namelist())
-        if "config.json" not in names:
-            raise ModelFormatError(
-                f"{source}: zip archive has no config.json, so it is not a Keras 3 .keras model "
-                "(the architecture is missing)")
-        config = _as_model_dict(_load_json(zf.read("config.json"), source, "config.json"), source)
-        meta = (_load_json(zf.read("metadata.json"), source, "metadata.json")
-                if "metadata.json" in names else {})
-        if "model.weights.h5" not in names:
-            extra = (" (an npz weights store, which needs pickle, is not supported)"
-                     if "model.weights.npz" in names else "")
-            raise ModelFormatError(f"{source}: archive has no model.weights.h5{extra}")
-        with h5py.File(io.BytesIO(zf.read("model.weights.h5")), "r") as store:
-            weights = _keras3_weights(config, store, source)
-    version = meta.get("keras_version") if isinstance(meta, dict) else None
-    return read_keras_config(config, weights, source=source, keras_version=version,
-                             source_format="keras")
+        return _read_keras_parts(str(path), lambda m: zf.read(m) if m in names else None)
 
 
 def _read_keras_dir(path: Path) -> KerasModel:
-    """An unzipped ``.keras`` layout (what Keras writes for directory targets)."""
-    source = str(path)
-    if not (path / "config.json").is_file():
-        raise ModelFormatError(f"{source}: directory has no config.json (architecture missing)")
-    config = _as_model_dict(
-        _load_json((path / "config.json").read_bytes(), source, "config.json"), source)
-    meta_file = path / "metadata.json"
-    meta = _load_json(meta_file.read_bytes(), source, "metadata.json") if meta_file.is_file() else {}
-    wfile = path / "model.weights.h5"
-    if not wfile.is_file():
-        raise ModelFormatError(f"{source}: directory has no model.weights.h5")
-    with h5py.File(wfile, "r") as store:
+    """The same layout unzipped into a directory (Keras writes that for directory targets)."""
+    return _read_keras_parts(
+        str(path), lambda m: (path / m).read_bytes() if (path / m).is_file() else None)
+
+
+def _read_keras_parts(source: str, member: Callable[[str], bytes | None]) -> KerasModel:
+    """Parse the members of a ``.keras`` layout; ``member`` returns None for absent ones."""
+    raw_config = member("config.json")
+    if raw_config is None:
+        raise ModelFormatError(
+            f"{source}: no config.json, so this is not a Keras 3 .keras model (the "
+            "architecture is missing)")
+    config = _as_model_dict(_load_json(raw_config, source, "config.json"), source)
+    raw_meta = member("metadata.json")
+    meta = _load_json(raw_meta, source, "metadata.json") if raw_meta is not None else {}
+    raw_weights = member("model.weights.h5")
+    if raw_weights is None:
+        extra = (" (an npz weights store, which needs pickle, is not supported)"
+                 if member("model.weights.npz") is not None else "")
+        raise ModelFormatError(f"{source}: no model.weights.h5{extra}")
+    with h5py.File(io.BytesIO(raw_weights), "r") as store:
         weights = _keras3_weights(config, store, source)
-    return read_keras_config(config, weights, source=source,
-                             keras_version=meta.get("keras_version"), source_format="keras")
+    version = meta.get("keras_version") if isinstance(meta, dict) else None
+    return read_keras_config(config, weights, source=source, keras_version=version,
+                             source_format="keras")
 
 
 def _keras3_weights(model: dict, store: h5py.Group, source: str) -> dict[str, dict[str, np.ndarray]]:
@@ -473,6 +480,11 @@ def _raw_layer_entries(model: dict) -> list[dict]:
     return [e for e in layers if isinstance(e, dict)]
 
 
+def _model_name(model: dict) -> str:
+    inner = model.get("config")
+    return str(inner.get("name") or "model") if isinstance(inner, dict) else "model"
+
+
 def _entry_name(entry: dict) -> str:
     return str(entry.get("name") or entry.get("config", {}).get("name"))
 
@@ -534,7 +546,7 @@ def _sequential_entries(model: dict, source: str) -> tuple[list[_Entry], list[Te
     """Give a Sequential model an explicit InputLayer and a chain of single-input nodes."""
     raws = _raw_layer_entries(model)
     if not raws:
-        raise ModelFormatError(f"{source}: Sequential model '{_entry_name(model)}' has no layers")
+        raise ModelFormatError(f"{source}: Sequential model '{_model_name(model)}' has no layers")
     if _entry_class(raws[0]) == "InputLayer":
         first, rest = raws[0], raws[1:]
     else:
