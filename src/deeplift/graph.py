@@ -112,6 +112,10 @@ class Model:
             for t in layer.tensors().values():
                 if t.is_floating_point():
                     return t.dtype
+        for n in self.input_names:  # no floating weights: the dtype the inputs were captured with
+            dtype = getattr(self.layers[n], "dtype", None)
+            if dtype is not None:
+                return dtype
         return torch.get_default_dtype()
 
     @property

@@ -125,7 +125,7 @@ class _Capture:
         shape = tuple(val.shape[1:]) if val is not None else None
         if val is not None and val.is_floating_point():
             self.dtype = val.dtype
-        layer = Input(shape=shape)
+        layer = Input(shape=shape, dtype=val.dtype if val is not None and val.is_floating_point() else None)
         layer.name = node.name
         self.names.add(node.name)
         self.layers.append(layer)
@@ -144,6 +144,8 @@ class _Capture:
             src, index = node.args
             v = self.value[src.name]
             if isinstance(v, _MultiOut):
+                if index != 0 and not node.users:  # e.g. the unused indices of adaptive max pooling
+                    return None
                 if index != 0:
                     raise UnsupportedLayerError(
                         f"output {index} of {v.op} ({_where(src)}) is used; only its first output "
@@ -528,6 +530,14 @@ def _index(c: _Capture, node, a):
                                 "index along a non-batch axis")
 
 
+def _index_select(c: _Capture, node, a):
+    index = _need_constant(a["index"], "the index", node)
+    ndim = node.args[0].meta["val"].ndim
+    if a["dim"] % ndim == 0:
+        raise UnsupportedLayerError(f"index_select on the batch axis ({_where(node)}) mixes examples")
+    return c.add(Select(a["dim"], index.reshape(-1).tolist()), node, [a["self"]])
+
+
 def _pad(c: _Capture, node, a):
     mode = a.get("mode", "constant")
     if mode != "constant":
@@ -591,7 +601,7 @@ _OPS: dict[Any, Callable] = {
     aten.flatten: _flatten,
     aten.permute: _permute, aten.transpose: _transpose,
     aten.unsqueeze: _unsqueeze, aten.squeeze: _squeeze,
-    aten.slice: _slice, aten.select: _select, aten.index: _index,
+    aten.slice: _slice, aten.select: _select, aten.index: _index, aten.index_select: _index_select,
     aten.pad: _pad, aten.constant_pad_nd: _pad,
     aten.dropout: _dropout, aten.feature_dropout: _dropout, aten.alpha_dropout: _dropout,
     aten.clone: _identity, aten.contiguous: _identity, aten.alias: _identity,

@@ -114,11 +114,20 @@ class Input(Layer):
     n_inputs = 0
 
     def __init__(self, shape: Sequence[int] | None = None, name: str | None = None,
-                 batch_shape: Sequence[int] | None = None) -> None:
+                 batch_shape: Sequence[int] | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__(name)
         if shape is None and batch_shape is not None:
             shape = tuple(batch_shape)[1:]
         self.shape = None if shape is None else tuple(int(s) if s is not None else None for s in shape)
+        #: the floating dtype the source model was captured with (the model's dtype when no layer
+        #: has a floating tensor of its own, e.g. a model of pooling and reshapes only)
+        self.dtype = dtype
+
+    def to(self, *args, **kwargs) -> "Layer":
+        dtype = kwargs.get("dtype", next((a for a in args if isinstance(a, torch.dtype)), None))
+        if dtype is not None and self.dtype is not None:
+            self.dtype = dtype
+        return self
 
     def forward(self, *inputs: Tensor) -> Tensor:  # never called: the engine feeds inputs
         raise RuntimeError("Input layers are fed by the engine")

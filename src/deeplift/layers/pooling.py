@@ -124,9 +124,22 @@ class MaxPool(_MaxRouting):
     def _padded(self, x: Tensor) -> Tensor:
         return x if self.pad is None else F.pad(x, self.pad, value=-math.inf)
 
+    def _crop(self, out: Tensor, spatial: Sequence[int]) -> Tensor:
+        """Drop the extra last window that ``ceil_mode`` can add on an explicitly padded input:
+        PyTorch keeps a window only if it starts inside the input or its leading padding."""
+        if self.pad is None or not self.ceil_mode:
+            return out
+        index = [slice(None)] * 2
+        for k, size in enumerate(spatial):
+            before = self.pad[2 * (self.nd - 1 - k)]
+            n = out.shape[2 + k]
+            index.append(slice(0, n - 1 if (n - 1) * self.stride[k] >= size + before else n))
+        return out[tuple(index)]
+
     def forward(self, x: Tensor) -> Tensor:
-        return _MAX_POOL[self.nd](self._padded(x), self.kernel_size, self.stride, 0, self.dilation,
-                                  self.ceil_mode)
+        out = _MAX_POOL[self.nd](self._padded(x), self.kernel_size, self.stride, 0, self.dilation,
+                                 self.ceil_mode)
+        return self._crop(out, x.shape[2:])
 
     def flat_view(self, t: Tensor) -> Tensor:
         t = self._padded(t)
@@ -140,6 +153,7 @@ class MaxPool(_MaxRouting):
     def max_with_indices(self, flat: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         out, idx = _MAX_POOL[self.nd](self._padded(t), self.kernel_size, self.stride, 0, self.dilation,
                                       self.ceil_mode, return_indices=True)
+        out, idx = self._crop(out, t.shape[2:]), self._crop(idx, t.shape[2:])
         return out.reshape(out.shape[0], out.shape[1], -1), idx.reshape(idx.shape[0], idx.shape[1], -1)
 
     def unflat_grad(self, g: Tensor, input_shape: Sequence[int]) -> Tensor:

@@ -1,0 +1,114 @@
+"""Score files users pass on: ``.npz`` laid out for TF-MoDISco-lite, and HDF5.
+
+TF-MoDISco-lite's ``modisco motifs -s SEQS -a ATTRS`` reads the array ``arr_0`` of each ``.npz``,
+both ``(N, 4, L)``. :func:`save_scores` therefore writes the scores as ``arr_0`` (so the scores
+file can be passed as ``-a``) plus named arrays for everything else; :func:`save_modisco_inputs`
+writes the two files modisco wants side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import InputError
+
+
+def _array(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def atomic_path(path: str | os.PathLike):
+    """A temporary file next to ``path`` that replaces it on success (no half-written output)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp), path
+
+
+def save_scores(path: str | os.PathLike, scores: Any, inputs: Any = None,
+                extra: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write scores (and the inputs they explain) to ``.npz`` or ``.h5``/``.hdf5``.
+
+    ``.npz``: ``arr_0`` = scores, ``scores`` = scores, ``inputs`` = inputs, plus ``extra`` arrays;
+    ``metadata`` (JSON-able) goes to ``metadata_json``. ``.h5``: datasets of the same names and
+    metadata as attributes. The file appears only once fully written.
+    """
+    import json
+
+    path = Path(path)
+    arrays = {"scores": _array(scores)}
+    if inputs is not None:
+        arrays["inputs"] = _array(inputs)
+    for k, v in (extra or {}).items():
+        arrays[k] = _array(v)
+    meta = json.dumps(dict(metadata or {}), default=str)
+    tmp, final = atomic_path(path)
+    try:
+        if path.suffix == ".npz":
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, arr_0=arrays["scores"], metadata_json=np.array(meta), **arrays)
+        elif path.suffix in (".h5", ".hdf5"):
+            import h5py
+            with h5py.File(tmp, "w") as f:
+                for k, v in arrays.items():
+                    f.create_dataset(k, data=v, compression="gzip")
+                f.attrs["metadata_json"] = meta
+        else:
+            raise InputError(f"unknown output format {path.suffix!r} for {path}; use .npz or .h5")
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return final
+
+
+def save_modisco_inputs(prefix: str | os.PathLike, onehot: Any, hypothetical_scores: Any) -> tuple[Path, Path]:
+    """``<prefix>.ohe.npz`` and ``<prefix>.shap.npz`` (each ``arr_0`` of shape (N, 4, L)) for
+    ``modisco motifs -s <prefix>.ohe.npz -a <prefix>.shap.npz``."""
+    onehot, hyp = _array(onehot), _array(hypothetical_scores)
+    for name, a in (("onehot", onehot), ("hypothetical scores", hyp)):
+        if a.ndim != 3 or a.shape[1] != 4:
+            raise InputError(f"{name} must be (N, 4, L) for TF-MoDISco, got {a.shape}")
+    if onehot.shape != hyp.shape:
+        raise InputError(f"onehot {onehot.shape} and hypothetical scores {hyp.shape} differ in shape")
+    prefix = str(prefix)
+    out = []
+    for suffix, a in ((".ohe.npz", onehot), (".shap.npz", hyp)):
+        tmp, final = atomic_path(prefix + suffix)
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, a)
+        os.replace(tmp, final)
+        out.append(final)
+    return out[0], out[1]
+
+
+def load_scores(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a file written by :func:`save_scores` back into a dict (``metadata`` parsed)."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"scores file {path} does not exist")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as d:
+            out = {k: d[k] for k in d.files if k not in ("arr_0", "metadata_json")}
+            meta = str(d["metadata_json"]) if "metadata_json" in d.files else "{}"
+            if "scores" not in out and "arr_0" in d.files:
+                out["scores"] = d["arr_0"]
+    elif path.suffix in (".h5", ".hdf5"):
+        import h5py
+        with h5py.File(path, "r") as f:
+            out = {k: f[k][()] for k in f.keys()}
+            meta = f.attrs.get("metadata_json", "{}")
+    else:
+        raise InputError(f"unknown scores format {path.suffix!r} for {path}; use .npz or .h5")
+    out["metadata"] = json.loads(meta)
+    return out
