@@ -443,6 +443,8 @@ def _conv(nd: int) -> Conv:
     return Conv(_RNG.random_sample(shape).astype(F32), _RNG.random_sample(2).astype(F32))
 
 
+# inputs channels first here: the layout is irrelevant to the resolution, and a Permute between
+# the conv and the ReLU would (as in the original) hide the conv from it
 GENOMICS_DEFAULT_GRAPHS = {
     "relu_after_dense": (lambda: [Input((4,)), _dense(4), ReLU()], "reveal_cancel"),
     "relu_after_dense_batchnorm_noop_noop": (
@@ -550,6 +552,7 @@ def test_dense_relu_dense_every_mode_matches_original(method):
     assert_close(p.contribs(), contribs)
     assert_close(p.contribs().sum(1), sums)
     assert_close_except(p.mxts(), mxts, fragile)
+    np.testing.assert_array_equal(p.pos_mxts("inp"), p.neg_mxts("inp"))  # the input feeds a Dense
     # the fragile multipliers (RevealCancel finite differences of pseudocounts) with the quirks
     quirky = engine_pass(model, A_X, 0.5, method=method, quirks=True)
     assert_fragile(quirky.mxts(), mxts)
@@ -1003,7 +1006,10 @@ def test_graph_model_with_dict_inputs_matches_original():
     a, b = Input((2,), name="a"), Input((1,), name="b")
     cat = Concat(1, name="cat").set_inputs([a, b])
     out = Dense([[1.0, -2.0, 3.0]], [1.0], name="out").set_inputs(cat)
-    model = Model.from_output_layers(out)
+    # GraphModel(name_to_layer, input_layer_names=["a", "b"])
+    model = Model.from_output_layers(out, inputs=["a", "b"])
+    # the wiring order is also the default input order
+    assert Model.from_output_layers(out).input_names == ["a", "b"]
     scores = deeplift.attribute(model, {"a": np.array([[1, 2]], F32), "b": np.array([[3]], F32)},
                                 references={"a": np.array([[0, 1]], F32), "b": np.array([[1]], F32)},
                                 target=0, target_layer="out")

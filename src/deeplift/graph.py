@@ -54,16 +54,20 @@ class Model:
 
     @classmethod
     def from_output_layers(cls, outputs: "Layer | Sequence[Layer]", **kwargs) -> "Model":
-        """Build a model from layer objects wired with ``set_inputs`` (the original's by-hand style)."""
+        """Build a model from layer objects wired with ``set_inputs`` (the original's by-hand style).
+
+        Without ``inputs=``, the input layers are ordered as they are first reached going from the
+        outputs back through each layer's inputs in wiring order (``cat.set_inputs([a, b])`` gives
+        ``a, b``)."""
         outs = [outputs] if isinstance(outputs, Layer) else list(outputs)
         seen: dict[int, Layer] = {}
-        stack = list(outs)
-        while stack:
+        stack = list(reversed(outs))
+        while stack:  # depth-first, left to right: push inputs reversed so the first pops first
             layer = stack.pop()
             if id(layer) in seen:
                 continue
             seen[id(layer)] = layer
-            stack.extend(getattr(layer, "_input_layers", []))
+            stack.extend(reversed(getattr(layer, "_input_layers", [])))
         return cls(seen.values(), outputs=[o.name for o in outs] if all(o.name for o in outs) else None,
                    **kwargs)
 

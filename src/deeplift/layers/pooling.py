@@ -194,8 +194,8 @@ class MaxReduce(_MaxRouting):
         return [d for d in range(ndim) if d not in dims] + list(dims)
 
     def flat_view(self, t: Tensor) -> Tensor:
-        t = t.permute(self._perm(t.ndim))
-        return t.reshape(self.flat_shape(t.shape))
+        # flat_shape reads the reduced dims off the *unpermuted* shape
+        return t.permute(self._perm(t.ndim)).reshape(self.flat_shape(t.shape))
 
     def flat_shape(self, input_shape: Sequence[int]) -> tuple[int, int, int]:
         dims = self._dims(len(input_shape))
