@@ -49,41 +49,52 @@ def autograd_gradient(module: nn.Module, x: torch.Tensor, target: int) -> torch.
     return g
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def bench(name: str, module: nn.Module, x: torch.Tensor, ref: torch.Tensor, repeats: int) -> None:
+    """Interleaved rounds (baseline, then every method) so that each ratio compares runs made
+    moments apart; the median ratio over rounds is robust to the machine speeding up or slowing
+    down between rounds."""
     module.eval()
     model = deeplift.convert(module, x[:2])
-    base = best_time(lambda: autograd_gradient(module, x, 0), repeats)
-    print(f"\n{name}: input {tuple(x.shape)}, {len(model.layer_names)} layers")
-    print(f"  {'autograd input gradient':28s} {base * 1e3:8.1f} ms   1.00x")
-    for method in ["gradient", "gradient_x_input", "rescale", "reveal_cancel", "genomics_default"]:
+    methods = ["gradient", "gradient_x_input", "rescale", "reveal_cancel", "genomics_default"]
+    calls = {"autograd input gradient": lambda: autograd_gradient(module, x, 0)}
+    for method in methods:
         refs = None if method in ("gradient", "gradient_x_input") else ref
-        t = best_time(lambda: deeplift.attribute(model, x, references=refs, method=method, target=0,
-                                                 batch_size=len(x)), repeats)
-        print(f"  {method:28s} {t * 1e3:8.1f} ms   {t / base:4.2f}x")
+        calls[method] = (lambda method=method, refs=refs: deeplift.attribute(
+            model, x, references=refs, method=method, target=0, batch_size=len(x)))
+    for fn in calls.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(repeats):
+        for key, fn in calls.items():
+            times[key].append(timed(fn))
+    base = times["autograd input gradient"]
+    print(f"\n{name}: input {tuple(x.shape)}, {len(model.layer_names)} layers, {repeats} rounds")
+    for key, ts in times.items():
+        ratios = sorted(t / b for t, b in zip(ts, base))
+        print(f"  {key:28s} median {sorted(ts)[len(ts) // 2] * 1e3:8.1f} ms   "
+              f"ratio to autograd: median {ratios[len(ratios) // 2]:4.2f}x "
+              f"(range {ratios[0]:.2f}-{ratios[-1]:.2f})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dna = torch.nn.functional.one_hot(torch.randint(0, 4, (args.batch, 1000)), 4).permute(0, 2, 1).float()
-    bench("BPNet-like 1-D CNN", BPNetLike(), dna, torch.full_like(dna, 0.25), args.repeats)
+    # one reference shared by every example (a flat background / an all-zero image)
+    bench("BPNet-like 1-D CNN", BPNetLike(), dna, torch.full_like(dna[:1], 0.25), args.repeats)
     img = torch.randn(args.batch, 3, 32, 32)
-    bench("VGG-like 2-D CNN", vgg_like(), img, torch.zeros_like(img), args.repeats)
+    bench("VGG-like 2-D CNN", vgg_like(), img, torch.zeros_like(img[:1]), args.repeats)
 
 
 if __name__ == "__main__":

@@ -60,10 +60,11 @@ class Activation(Layer):
     def rescale_factor(self, state) -> Tensor:
         def compute() -> Tensor:
             dx = state.delta(self.inputs[0])
-            dy = state.delta(self.name)
+            s = state.delta(self.name) / dx  # inf/nan where dx == 0: replaced just below
             near = dx.abs() < state.options.near_zero
-            ratio = dy / torch.where(near, torch.ones_like(dx), dx)
-            return torch.where(near, self._reference_gradient(state), ratio)
+            if bool(near.any()):
+                s = torch.where(near, self._reference_gradient(state), s)
+            return s
         return state.cached(self, "rescale", compute)
 
     def reveal_cancel_parts(self, state) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -80,18 +81,15 @@ class Activation(Layer):
                 pos = 0.5 * ((frp - fr) + (self.f((r + n) + p) - frn))
                 neg = 0.5 * ((frn - fr) + (self.f((r + p) + n) - frp))
                 return pos, neg, pos / p, neg / n
-            fx = state.x(self.name)
+            dy = state.delta(self.name)
             frp, frn = self.f(r + p), self.f(r + n)
-            pos = 0.5 * ((frp - fr) + (fx - frn))
-            neg = 0.5 * ((frn - fr) + (fx - frp))
+            # Δy⁺ = ½[(f(r+p) − f(r)) + (f(x) − f(r+n))] = ½[f(r+p) − f(r+n) + Δy]; Δy⁻ = Δy − Δy⁺
+            pos = (frp - frn).add_(dy).mul_(0.5)
+            neg = dy - pos
+            sp, sn = pos / p, neg / n  # inf/nan where a part is 0: replaced just below
             near_p, near_n = p.abs() < eps, n.abs() < eps
             if bool(near_p.any()) or bool(near_n.any()):
                 g = self.derivative(r)
-            else:
-                g = None
-            sp = pos / torch.where(near_p, torch.ones_like(p), p)
-            sn = neg / torch.where(near_n, torch.ones_like(n), n)
-            if g is not None:
                 sp, sn = torch.where(near_p, g, sp), torch.where(near_n, g, sn)
             return pos, neg, sp, sn
         return state.cached(self, "reveal_cancel", compute)

@@ -206,7 +206,13 @@ class SignSplitLinear(Layer):
 
     DeepLIFT's linear rule: ``Δy⁺ = W⁺Δx⁺ + W⁻Δx⁻``, ``Δy⁻ = W⁻Δx⁺ + W⁺Δx⁻`` (the bias cancels),
     and the multipliers go back through ``W⁺ᵀ``/``W⁻ᵀ`` according to the sign of each input's
-    Δx, with the plain average for Δx = 0. When ``m⁺ = m⁻`` this is exactly ``Wᵀm``.
+    Δx, with the plain average for Δx = 0. Both are computed with one op of ``|W|`` besides the
+    ordinary ``W``:
+
+    * ``Δy⁺ − Δy⁻ = |W|·|Δx|``, so ``Δy± = ½(Δy ± |W|·|Δx|)``;
+    * writing ``m± = a ± b`` (``a = ½(m⁺+m⁻)``, ``b = ½(m⁺−m⁻)``), the input multiplier is
+      ``Wᵀa + sign(Δx)·|W|ᵀb`` — just ``Wᵀm`` when ``m⁺ = m⁻``.
+
     Subclasses give ``apply(x, weight)`` (no bias), ``apply_transpose(m, weight, input_shape)``
     and ``forward``.
     """
@@ -219,16 +225,11 @@ class SignSplitLinear(Layer):
     def apply_transpose(self, m: Tensor, weight: Tensor, input_shape: torch.Size) -> Tensor:
         raise NotImplementedError
 
-    def _signed_weights(self) -> tuple[Tensor, Tensor]:
-        w = self.weight
-        return positive(w), negative(w)
-
     def split(self, state: "PassState") -> Split:
-        d = state.delta(self.inputs[0])
-        dp, dn = positive(d), negative(d)
-        wp, wn = self._signed_weights()
-        return (self.apply(dp, wp) + self.apply(dn, wn),
-                self.apply(dp, wn) + self.apply(dn, wp))
+        half_spread = self.apply(state.delta(self.inputs[0]).abs(), 0.5 * self.weight.abs())
+        total = state.delta(self.name)
+        pos = torch.add(half_spread, total, alpha=0.5)
+        return pos, total - pos
 
     def backward(self, state: "PassState", m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         t = m_pos.shape[0]
@@ -236,15 +237,10 @@ class SignSplitLinear(Layer):
         if m_neg is None:
             m = self.apply_transpose(flat_targets(m_pos), self.weight, in_shape)
             return [(unflat_targets(m, t), None)]
-        wp, wn = self._signed_weights()
-        mp, mn = flat_targets(m_pos), flat_targets(m_neg)
-        to_pos_in = unflat_targets(self.apply_transpose(mp, wp, in_shape)
-                                   + self.apply_transpose(mn, wn, in_shape), t)
-        to_neg_in = unflat_targets(self.apply_transpose(mp, wn, in_shape)
-                                   + self.apply_transpose(mn, wp, in_shape), t)
-        d = state.delta(self.inputs[0])
-        m = torch.where(d > 0, to_pos_in, torch.where(d < 0, to_neg_in, 0.5 * (to_pos_in + to_neg_in)))
-        return [(m, None)]
+        mean = self.apply_transpose(flat_targets(m_pos + m_neg), 0.5 * self.weight, in_shape)
+        half_diff = self.apply_transpose(flat_targets(m_pos - m_neg), 0.5 * self.weight.abs(), in_shape)
+        sign = torch.sign(state.delta(self.inputs[0]))
+        return [(torch.addcmul(unflat_targets(mean, t), sign, unflat_targets(half_diff, t)), None)]
 
 
 class SignedScale(Layer):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Layer, Multipliers, SignPreservingLinear, Split, positive, negative
+from .base import Layer, Multipliers, SignPreservingLinear, Split
 
 
 def _sum_to(m: Tensor, state, name: str) -> Tensor:
@@ -95,24 +95,18 @@ class Mul(Layer):
         return state.cached(self, "weights", compute)
 
     def split(self, state) -> Split:
-        pos, neg = 0, 0
-        for name, w in zip(self.inputs, self._weights(state)):
-            d = state.delta(name)
-            dp, dn, wp, wn = positive(d), negative(d), positive(w), negative(w)
-            pos = pos + wp * dp + wn * dn
-            neg = neg + wn * dp + wp * dn
-        return pos, neg
+        # each input is the input of a linear layer with per-element weight w (see
+        # SignSplitLinear): Δ⁺ − Δ⁻ = Σ |w|·|Δ|, and Δ⁺ + Δ⁻ is the output's difference
+        spread = sum(w.abs() * state.delta(name).abs() for name, w in zip(self.inputs, self._weights(state)))
+        total = state.delta(self.name)
+        return 0.5 * (total + spread), 0.5 * (total - spread)
 
     def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         out = []
         for name, w in zip(self.inputs, self._weights(state)):
             if m_neg is None:
-                out.append((_sum_to(w * m_pos, state, name), None))
-                continue
-            wp, wn = positive(w), negative(w)
-            to_pos = wp * m_pos + wn * m_neg
-            to_neg = wn * m_pos + wp * m_neg
-            d = state.delta(name)
-            m = torch.where(d > 0, to_pos, torch.where(d < 0, to_neg, 0.5 * (to_pos + to_neg)))
+                m = w * m_pos
+            else:
+                m = w * (0.5 * (m_pos + m_neg)) + torch.sign(state.delta(name)) * w.abs() * (0.5 * (m_pos - m_neg))
             out.append((_sum_to(m, state, name), None))
         return out
