@@ -67,6 +67,10 @@ def _split_by_input(model: Model, value: Any, what: str) -> list[Any]:
         return list(value)
     if isinstance(value, tuple) and len(value) == 1:
         return [value[0]]
+    if (isinstance(value, (tuple, list)) and len(names) == 1 and value
+            and all(isinstance(v, (np.ndarray, Tensor)) for v in value)):
+        raise InputError(f"{what}: the model has 1 input {names}, got {len(value)} arrays; pass a "
+                         "single (N, ...) array")
     if len(names) != 1:
         raise InputError(f"{what}: the model has {len(names)} inputs {names}; pass a tuple, list or "
                          "dict with one array each")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from typing import Iterable, Sequence
 
@@ -189,21 +190,25 @@ def _name_unnamed(layers: list[Layer]) -> None:
 
 
 def _topological_order(by_name: dict[str, Layer]) -> list[str]:
-    """Kahn's algorithm, stable with respect to the given order."""
+    """Kahn's algorithm, stable with respect to the given order: among the ready layers the one
+    given first goes first, so an order that is already topological is kept exactly."""
+    position = {n: k for k, n in enumerate(by_name)}
     indeg = {n: len(set(l.inputs)) for n, l in by_name.items()}
     consumers: dict[str, list[str]] = {n: [] for n in by_name}
     for n, l in by_name.items():
         for i in set(l.inputs):
             consumers[i].append(n)
-    ready = [n for n in by_name if indeg[n] == 0]
+    ready = [position[n] for n in by_name if indeg[n] == 0]
+    heapq.heapify(ready)
+    names = list(by_name)
     order: list[str] = []
     while ready:
-        n = ready.pop(0)
+        n = names[heapq.heappop(ready)]
         order.append(n)
         for c in consumers[n]:
             indeg[c] -= 1
             if indeg[c] == 0:
-                ready.append(c)
+                heapq.heappush(ready, position[c])
     if len(order) != len(by_name):
         raise ValueError("the layer graph has a cycle")
     return order

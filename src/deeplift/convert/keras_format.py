@@ -77,6 +77,8 @@ class KerasModel:
     outputs: list[TensorRef]
     keras_version: str | None
     source_format: str
+    #: "Sequential" or "Functional": the top-level model class (layer names depend on it)
+    model_class: str = "Functional"
 
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -140,7 +142,7 @@ def read_keras_config(config: dict, weights: dict[str, dict[str, np.ndarray]], *
     layers = [_attach_weights(layer, weights, graph.layers, source) for layer in graph.layers]
     return KerasModel(name=_model_name(model), layers=layers,
                       inputs=graph.inputs, outputs=graph.outputs, keras_version=keras_version,
-                      source_format=source_format)
+                      source_format=source_format, model_class=_entry_class(model))
 
 
 def canonical_weight_name(raw: str) -> str:

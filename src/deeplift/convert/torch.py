@@ -153,20 +153,31 @@ class _Capture:
                 return v.first
             if isinstance(v, (tuple, list)):
                 return v[index]
+            if isinstance(v, _BatchDependent):
+                return v
             raise UnsupportedLayerError(f"indexing {src.name} ({_where(node)}) is not supported")
         if target in (aten.sym_size.int,):
             return _BatchSize()
         args = [self._arg(a) for a in node.args]
         kwargs = {k: self._arg(v) for k, v in node.kwargs.items()}
         bound = _bind(target, args, kwargs)
-        layer_args = [a for a in _flat_args(args) + _flat_args(list(kwargs.values())) if self.is_layer(a)]
+        flat = _flat_args(args) + _flat_args(list(kwargs.values()))
+        layer_args = [a for a in flat if self.is_layer(a)]
+        deferred = [a for a in flat if isinstance(a, _BatchDependent)]
         if not layer_args:  # does not depend on the inputs: fold it into a constant
-            return _evaluate(target, args, kwargs, node)
+            if deferred:
+                return deferred[0]
+            try:
+                return _evaluate(target, args, kwargs, node)
+            except UnsupportedLayerError as exc:  # built from the batch size: fails only if used
+                return _BatchDependent(exc)
         rule = _OPS.get(_overload_packet(target))
         if rule is None:
             raise UnsupportedLayerError(
                 f"op {_op_name(target)} ({_where(node)}) has no DeepLIFT rule; supported ops: "
                 f"{', '.join(sorted(_op_name(k) for k in _OPS))}")
+        if deferred:
+            raise deferred[0].error
         return rule(self, node, bound)
 
 
@@ -186,6 +197,16 @@ class _MultiOut:
 
 class _BatchSize:
     """The symbolic batch size (``x.shape[0]`` / ``x.size(0)``)."""
+
+
+class _BatchDependent:
+    """A tensor computed from the batch size but not from the inputs (``torch.zeros(x.size(0),
+    ...)``). It becomes no layer; the error is raised only when an op with a rule consumes it,
+    so that an op without a rule that builds such state (``nn.LSTM``'s zero initial state) is
+    reported under its own name."""
+
+    def __init__(self, error: UnsupportedLayerError) -> None:
+        self.error = error
 
 
 def _flat_args(args: Sequence[Any]) -> list[Any]:
@@ -422,8 +443,8 @@ def _mul(c: _Capture, node, a):
 def _div(c: _Capture, node, a):
     x, y = a["self"], a["other"]
     if c.is_layer(y):
-        raise UnsupportedLayerError(f"division by a value that depends on the inputs ({_where(node)}) "
-                                    "has no DeepLIFT rule")
+        raise UnsupportedLayerError(f"{_op_name(node.target)}: division by a value that depends on the "
+                                    f"inputs ({_where(node)}) has no DeepLIFT rule")
     if a.get("rounding_mode") is not None:
         raise UnsupportedLayerError(f"rounding division ({_where(node)}) has no DeepLIFT rule")
     y = y if isinstance(y, Tensor) else torch.tensor(float(y), dtype=c.dtype)
@@ -696,6 +717,20 @@ def _check_forward(model: Model, examples, expected, atol) -> None:
                                 f"(shape {tuple(g.shape)} vs {tuple(e.shape)}); please report this")
 
 
+def _in_forward_order(module: torch.nn.Module, inputs: dict) -> tuple:
+    """Dict inputs keyed by ``forward``'s argument names, as a tuple in ``forward``'s order."""
+    import inspect
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        params = []
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if set(inputs) != set(names[:len(inputs)]):
+        raise InputError(f"inputs: the keys {sorted(inputs)} must be the first arguments of "
+                         f"{type(module).__name__}.forward {names}")
+    return tuple(inputs[n] for n in names[:len(inputs)])
+
+
 _CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[Any, Model]]" = weakref.WeakKeyDictionary()
 
 
@@ -707,9 +742,25 @@ def convert_cached(module: torch.nn.Module, inputs: Any) -> Model:
     hit = _CACHE.get(module)
     if hit is not None and hit[0] == key:
         return hit[1]
-    examples = inputs if not isinstance(inputs, dict) else tuple(inputs.values())
+    examples = inputs if not isinstance(inputs, dict) else _in_forward_order(module, inputs)
     examples = _example_tuple(examples)
     examples = tuple(e[:2] for e in examples)
     model = convert_module(module, examples)
     _CACHE[module] = (key, model)
     return model
+
+
+def convert_exported(ep: torch.export.ExportedProgram) -> Model:
+    """Build a Model from a ``torch.export`` program, e.g. ``torch.export.load("model.pt2")``.
+
+    The program should be exported in eval mode without ``run_decompositions()`` (decomposed
+    programs hide nonlinearities such as softplus from their rules).
+    """
+    if not isinstance(ep, torch.export.ExportedProgram):
+        raise InputError(f"convert_exported() needs a torch.export.ExportedProgram, got {type(ep).__name__}")
+    first = next((n for n in ep.graph.nodes if n.op == "placeholder"
+                  and n.name in ep.graph_signature.user_inputs), None)
+    val = None if first is None else first.meta.get("val")
+    batch = val.shape[0] if val is not None and val.ndim else -1
+    with torch.no_grad():
+        return _Capture(ep, batch if isinstance(batch, int) else -1).run()

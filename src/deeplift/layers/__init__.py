@@ -14,3 +14,10 @@ __all__ = [
     "MaxReduce", "Mul", "PReLU", "Pad", "Permute", "ReLU", "Reduce", "Reshape", "ScalarMul", "SELU",
     "Select", "Sigmoid", "SiLU", "Slice", "Softmax", "Softplus", "Squeeze", "Sub", "Tanh", "Unsqueeze",
 ]
+
+# The original DeepLIFT's (v0.6.13) names, for its existing users: the enums, and its layer
+# modules ``core``/``convolutional``/``normalization`` holding TF-layout, original-signature
+# constructors (see ``layers/original.py``; ``deeplift.blobs`` is an alias of this package).
+from .original import (ConvMxtsMode, DataFormat, DenseMxtsMode, MaxPoolDeepLiftMode,  # noqa: E402
+                       NonlinearMxtsMode, PaddingMode, ScoringMode)
+from . import convolutional, core, normalization, original  # noqa: E402

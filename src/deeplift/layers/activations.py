@@ -6,7 +6,8 @@ lives here. Rules for an elementwise ``y = f(x)`` with ``Δx = x − r``, ``Δy 
 * ``rescale``: ``s = Δy/Δx`` (``f'(r)`` where ``|Δx|`` is below ``near_zero``); both parts scaled.
 * ``reveal_cancel``: with the input's split ``(Δx⁺, Δx⁻)``,
   ``Δy⁺ = ½[(f(r+Δx⁺) − f(r)) + (f(x) − f(r+Δx⁻))]``, ``Δy⁻ = ½[(f(r+Δx⁻) − f(r)) + (f(x) − f(r+Δx⁺))]``,
-  ``m⁺_in = m⁺·Δy⁺/Δx⁺``, ``m⁻_in = m⁻·Δy⁻/Δx⁻``.
+  ``m⁺_in = m⁺·Δy⁺/Δx⁺``, ``m⁻_in = m⁻·Δy⁻/Δx⁻`` (where ``|Δx⁺|`` is below ``near_zero``, the
+  ratio's limit ``½[f'(r) + f'(r+Δx⁻)]``; likewise for ``Δx⁻``).
 * ``gradient``: ``f'(x)``; ``guided_backprop``: ``f'(x)·[m⁺>0]``; ``guided_backprop_rescale``:
   the rescale factor with each part masked by its own sign; ``deconvnet``: ``f(m)``;
   ``pass_through``: ``m``.
@@ -89,8 +90,11 @@ class Activation(Layer):
             sp, sn = pos / p, neg / n  # inf/nan where a part is 0: replaced just below
             near_p, near_n = p.abs() < eps, n.abs() < eps
             if bool(near_p.any()) or bool(near_n.any()):
+                # the limits of Δy⁺/Δx⁺ as Δx⁺ → 0 and of Δy⁻/Δx⁻ as Δx⁻ → 0; not f'(r) alone:
+                # Δy⁺ also holds f(x) − f(r+Δx⁻), whose slope in Δx⁺ is f'(r+Δx⁻)
                 g = self.derivative(r)
-                sp, sn = torch.where(near_p, g, sp), torch.where(near_n, g, sn)
+                sp = torch.where(near_p, 0.5 * (g + self.derivative(r + n)), sp)
+                sn = torch.where(near_n, 0.5 * (g + self.derivative(r + p)), sn)
             return pos, neg, sp, sn
         return state.cached(self, "reveal_cancel", compute)
 

@@ -226,6 +226,14 @@ class SignSplitLinear(Layer):
         raise NotImplementedError
 
     def split(self, state: "PassState") -> Split:
+        if state.options.original_quirks:
+            # the original sums the positive and the negative terms separately, so a part with
+            # no terms is exactly 0 (the one-op form below leaves ±1 ulp of Δy there, which
+            # RevealCancel's finite differences of the next layer turn into different multipliers)
+            d = state.delta(self.inputs[0])
+            dp, dn = positive(d), negative(d)
+            wp, wn = positive(self.weight), negative(self.weight)
+            return self.apply(dp, wp) + self.apply(dn, wn), self.apply(dp, wn) + self.apply(dn, wp)
         half_spread = self.apply(state.delta(self.inputs[0]).abs(), 0.5 * self.weight.abs())
         total = state.delta(self.name)
         pos = torch.add(half_spread, total, alpha=0.5)
