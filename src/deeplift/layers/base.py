@@ -201,6 +201,22 @@ def vjp_of_linear(fn, input_shapes: list[tuple[tuple[int, ...], torch.dtype, tor
             for z, g in zip(zs, grads)]
 
 
+def split_by_spread(total: Tensor, spread: Tensor, n_terms: int) -> Split:
+    """``(Δ⁺, Δ⁻)`` from their sum ``total`` and difference ``spread`` (= |W|·|Δx| ≥ 0).
+
+    A part smaller than the rounding error of the sums (``n_terms·eps·spread``) is set to exactly
+    zero — as it is when no term has that sign — so that RevealCancel sees a true zero rather
+    than rounding noise, whose ratio to its own output would be a meaningless multiplier. The
+    sum of the parts is ``total`` either way.
+    """
+    pos = 0.5 * (total + spread)
+    tol = (n_terms * torch.finfo(spread.dtype).eps) * spread
+    pos = torch.where(pos <= tol, torch.zeros_like(pos), pos)
+    neg = total - pos
+    zero_neg = neg >= -tol
+    return torch.where(zero_neg, total.clamp(min=0), pos), torch.where(zero_neg, total.clamp(max=0), neg)
+
+
 class SignSplitLinear(Layer):
     """A weighted linear map (dense, convolution) whose weights can flip signs.
 
@@ -209,7 +225,7 @@ class SignSplitLinear(Layer):
     Δx, with the plain average for Δx = 0. Both are computed with one op of ``|W|`` besides the
     ordinary ``W``:
 
-    * ``Δy⁺ − Δy⁻ = |W|·|Δx|``, so ``Δy± = ½(Δy ± |W|·|Δx|)``;
+    * ``Δy⁺ − Δy⁻ = |W|·|Δx|``, so ``Δy± = ½(W·Δx ± |W|·|Δx|)`` (see :func:`split_by_spread`);
     * writing ``m± = a ± b`` (``a = ½(m⁺+m⁻)``, ``b = ½(m⁺−m⁻)``), the input multiplier is
       ``Wᵀa + sign(Δx)·|W|ᵀb`` — just ``Wᵀm`` when ``m⁺ = m⁻``.
 
@@ -234,10 +250,13 @@ class SignSplitLinear(Layer):
             dp, dn = positive(d), negative(d)
             wp, wn = positive(self.weight), negative(self.weight)
             return self.apply(dp, wp) + self.apply(dn, wn), self.apply(dp, wn) + self.apply(dn, wp)
-        half_spread = self.apply(state.delta(self.inputs[0]).abs(), 0.5 * self.weight.abs())
-        total = state.delta(self.name)
-        pos = torch.add(half_spread, total, alpha=0.5)
-        return pos, total - pos
+        d = state.delta(self.inputs[0])
+        return split_by_spread(self.apply(d, self.weight), self.apply(d.abs(), self.weight.abs()),
+                               self.fan_in())
+
+    def fan_in(self) -> int:
+        """How many terms each output sums (bounds the rounding error of the split)."""
+        return int(self.weight[0].numel())
 
     def backward(self, state: "PassState", m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         t = m_pos.shape[0]

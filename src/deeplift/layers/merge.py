@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Layer, Multipliers, SignPreservingLinear, Split
+from .base import Layer, Multipliers, SignPreservingLinear, Split, split_by_spread
 
 
 def _sum_to(m: Tensor, state, name: str) -> Tensor:
@@ -95,11 +95,11 @@ class Mul(Layer):
         return state.cached(self, "weights", compute)
 
     def split(self, state) -> Split:
-        # each input is the input of a linear layer with per-element weight w (see
-        # SignSplitLinear): Δ⁺ − Δ⁻ = Σ |w|·|Δ|, and Δ⁺ + Δ⁻ is the output's difference
-        spread = sum(w.abs() * state.delta(name).abs() for name, w in zip(self.inputs, self._weights(state)))
-        total = state.delta(self.name)
-        return 0.5 * (total + spread), 0.5 * (total - spread)
+        # each input is the input of a linear layer with per-element weight w (see SignSplitLinear)
+        pairs = [(w, state.delta(name)) for name, w in zip(self.inputs, self._weights(state))]
+        total = sum(w * d for w, d in pairs)
+        spread = sum(w.abs() * d.abs() for w, d in pairs)
+        return split_by_spread(total, spread, len(pairs))
 
     def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         out = []
