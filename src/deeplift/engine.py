@@ -72,6 +72,13 @@ class PassState:
             self._r[name] = _gather(self.r_values[name], self.r_idx, self.is_constant(name))
         return self._r[name]
 
+    def r_broadcast(self, name: str) -> Tensor:
+        """Like :meth:`r`, but a reference shared by every pair comes back as one row that
+        broadcasts, so elementwise work on it is done once instead of once per pair."""
+        if isinstance(self.r_idx, int) and not self.is_constant(name) and self.r_values is not None:
+            return self.r_values[name][:1]
+        return self.r(name)
+
     def delta(self, name: str) -> Tensor:
         if name not in self._delta:
             if self.is_constant(name):

@@ -55,8 +55,8 @@ class Activation(Layer):
     def _reference_gradient(self, state) -> Tensor:
         inp = self.inputs[0]
         if state.options.original_quirks:  # the original evaluates f' at f(r), not at r
-            return self.derivative(state.r(self.name))
-        return self.derivative(state.r(inp))
+            return self.derivative(state.r_broadcast(self.name))
+        return self.derivative(state.r_broadcast(inp))
 
     def rescale_factor(self, state) -> Tensor:
         def compute() -> Tensor:
@@ -73,8 +73,8 @@ class Activation(Layer):
         def compute():
             inp = self.inputs[0]
             p, n = state.split(inp)
-            r = state.r(inp)
-            fr = state.r(self.name)
+            r = state.r_broadcast(inp)
+            fr = state.r_broadcast(self.name)
             eps = state.options.near_zero
             if state.options.original_quirks:
                 p, n = _pseudocount(p, eps), _pseudocount(n, eps)

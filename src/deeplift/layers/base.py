@@ -209,12 +209,15 @@ def split_by_spread(total: Tensor, spread: Tensor, n_terms: int) -> Split:
     than rounding noise, whose ratio to its own output would be a meaningless multiplier. The
     sum of the parts is ``total`` either way.
     """
-    pos = 0.5 * (total + spread)
-    tol = (n_terms * torch.finfo(spread.dtype).eps) * spread
-    pos = torch.where(pos <= tol, torch.zeros_like(pos), pos)
+    pos = (total + spread).mul_(0.5)
+    tol = spread * (n_terms * torch.finfo(spread.dtype).eps)
+    pos.masked_fill_(pos <= tol, 0)
     neg = total - pos
-    zero_neg = neg >= -tol
-    return torch.where(zero_neg, total.clamp(min=0), pos), torch.where(zero_neg, total.clamp(max=0), neg)
+    tiny_neg = neg >= tol.neg_()
+    if bool(tiny_neg.any()):
+        pos = torch.where(tiny_neg, total.clamp(min=0), pos)
+        neg = total - pos
+    return pos, neg
 
 
 class SignSplitLinear(Layer):
