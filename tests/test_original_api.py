@@ -634,3 +634,26 @@ def test_rescale_near_zero_uses_the_gradient_at_f_of_the_reference_like_original
     # (fp32-fragile in the vectors), so it is left out
     keep = [0, 1, 3, 4]
     assert_close(mults[keep, 0], np.array(mxts)[keep])
+
+
+def test_layers_built_by_hand_with_the_original_keywords_score_like_the_original():
+    """``deeplift.layers.Dense(kernel=W, bias=b)`` and ``ReLU(nonlinear_mxts_mode=...)`` (the
+    "Under the hood" style of the original docs) on test vector 11.A."""
+    from deeplift import layers
+    from deeplift.layers import NonlinearMxtsMode
+    from deeplift.models import SequentialModel
+
+    x = np.array([[2, 1, -1], [0.5, 3, 2]], dtype=np.float32)
+    expected = {NonlinearMxtsMode.Rescale: [[1.5, -0.5, -0.75], [0.0, -6.0714288, -1.1785715]],
+                NonlinearMxtsMode.RevealCancel: [[1.5, -0.9, -0.35], [0.0, -6.125, -1.125]]}
+    for mode, want in expected.items():
+        inp = layers.Input(batch_shape=(None, 3), name="inp")
+        d1 = layers.Dense(kernel=[[1.0, -1.0], [-1.0, 2.0], [0.5, 1.0]], bias=[0.5, -1.0],
+                          name="d1").set_inputs(inp)
+        relu = layers.ReLU(nonlinear_mxts_mode=mode, name="r").set_inputs(d1)
+        d2 = layers.Dense(kernel=[[1.0], [-1.0]], bias=[0.2], name="d2").set_inputs(relu)
+        f = SequentialModel([inp, d1, relu, d2]).get_target_contribs_func(
+            find_scores_layer_idx=0, target_layer_idx=-1)
+        got = np.array(f(task_idx=0, input_data_list=[x], input_references_list=[np.full_like(x, 0.5)],
+                         batch_size=10, progress_update=None))
+        np.testing.assert_allclose(got, want, atol=1e-5)

@@ -28,5 +28,18 @@ def load(path, **kwargs) -> Model:
     return load_keras(path, **kwargs)
 
 
+_SUBMODULES = {"models", "conversion", "util", "dinuc_shuffle", "visualization", "blobs", "layers",
+               "references", "genomics", "io", "viz", "methods", "engine", "examples", "cli"}
+
+
+def __getattr__(name: str):
+    """``import deeplift`` then ``deeplift.util``/``deeplift.conversion``/... as the original
+    library allowed, without importing them all up front."""
+    if name in _SUBMODULES:
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'deeplift' has no attribute {name!r}")
+
+
 __all__ = ["attribute", "convert", "load", "Model", "DeepLiftError", "InputError",
            "ModelFormatError", "UnsupportedLayerError", "__version__"]

@@ -20,4 +20,8 @@ __all__ = [
 # constructors (see ``layers/original.py``; ``deeplift.blobs`` is an alias of this package).
 from .original import (ConvMxtsMode, DataFormat, DenseMxtsMode, MaxPoolDeepLiftMode,  # noqa: E402
                        NonlinearMxtsMode, PaddingMode, ScoringMode)
+# original layer names that do not clash with ours (ours take PyTorch layouts; Dense, Concat and
+# the activations also accept the original's kernel=/axis=/nonlinear_mxts_mode= keywords)
+from .original import (AvgPool1D, AvgPool2D, BatchNormalization, Conv1D, Conv2D,  # noqa: E402
+                       GlobalAvgPool1D, GlobalMaxPool1D, MaxPool1D, MaxPool2D, NoOp)
 from . import convolutional, core, normalization, original  # noqa: E402

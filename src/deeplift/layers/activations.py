@@ -35,7 +35,15 @@ def _pseudocount(t: Tensor, eps: float) -> Tensor:
 
 
 class Activation(Layer):
-    """An elementwise nonlinearity ``f``. Subclasses define ``f`` and ``derivative``."""
+    """An elementwise nonlinearity ``f``. Subclasses define ``f`` and ``derivative``.
+
+    ``nonlinear_mxts_mode`` (the original library's spelling) fixes this layer's rule for the
+    original API's model wrappers; the methods of ``deeplift.attribute`` choose rules themselves.
+    """
+
+    def __init__(self, name: str | None = None, nonlinear_mxts_mode: str | None = None) -> None:
+        super().__init__(name)
+        self.nonlinear_mxts_mode = nonlinear_mxts_mode
 
     #: the original library resolves genomics-default rules only for these
     def f(self, x: Tensor) -> Tensor:
@@ -142,8 +150,8 @@ class ReLU(Activation):
 
 
 class LeakyReLU(Activation):
-    def __init__(self, negative_slope: float = 0.01, name: str | None = None) -> None:
-        super().__init__(name)
+    def __init__(self, negative_slope: float = 0.01, name: str | None = None, **kwargs) -> None:
+        super().__init__(name, **kwargs)
         self.negative_slope = float(negative_slope)
 
     def f(self, x: Tensor) -> Tensor:
@@ -157,8 +165,8 @@ class PReLU(Activation):
     """``max(x, 0) + alpha·min(x, 0)``; ``alpha`` broadcasts against the per-example shape (for
     PyTorch's per-channel PReLU it is reshaped along ``axis``)."""
 
-    def __init__(self, alpha, axis: int | None = 1, name: str | None = None) -> None:
-        super().__init__(name)
+    def __init__(self, alpha, axis: int | None = 1, name: str | None = None, **kwargs) -> None:
+        super().__init__(name, **kwargs)
         self.alpha = as_tensor(alpha)
         self.axis = axis
 
@@ -179,8 +187,8 @@ class PReLU(Activation):
 
 
 class ELU(Activation):
-    def __init__(self, alpha: float = 1.0, name: str | None = None) -> None:
-        super().__init__(name)
+    def __init__(self, alpha: float = 1.0, name: str | None = None, **kwargs) -> None:
+        super().__init__(name, **kwargs)
         self.alpha = float(alpha)
 
     def f(self, x: Tensor) -> Tensor:
@@ -213,8 +221,8 @@ class Tanh(Activation):
 
 
 class Softplus(Activation):
-    def __init__(self, beta: float = 1.0, threshold: float = 20.0, name: str | None = None) -> None:
-        super().__init__(name)
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0, name: str | None = None, **kwargs) -> None:
+        super().__init__(name, **kwargs)
         self.beta, self.threshold = float(beta), float(threshold)
 
     def f(self, x: Tensor) -> Tensor:
@@ -227,8 +235,8 @@ class SiLU(Activation):
 
 
 class GELU(Activation):
-    def __init__(self, approximate: str = "none", name: str | None = None) -> None:
-        super().__init__(name)
+    def __init__(self, approximate: str = "none", name: str | None = None, **kwargs) -> None:
+        super().__init__(name, **kwargs)
         self.approximate = approximate
 
     def f(self, x: Tensor) -> Tensor:
@@ -254,9 +262,11 @@ class Softmax(Layer):
     methods ``M`` is the Jacobian.
     """
 
-    def __init__(self, dim: int = -1, name: str | None = None) -> None:
+    def __init__(self, dim: int = -1, name: str | None = None,
+                 nonlinear_mxts_mode: str | None = None) -> None:
         super().__init__(name)
         self.dim = int(dim)
+        self.nonlinear_mxts_mode = nonlinear_mxts_mode
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.softmax(x, self.dim)

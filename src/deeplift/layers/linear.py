@@ -54,11 +54,19 @@ def torch_pad_arg(pairs: Sequence[tuple[int, int]]) -> list[int]:
 
 
 class Dense(SignSplitLinear):
-    """``y = x Wᵀ + b`` on the last axis; ``weight`` is (out, in) as in ``torch.nn.Linear``."""
+    """``y = x Wᵀ + b`` on the last axis; ``weight`` is (out, in) as in ``torch.nn.Linear``.
 
-    def __init__(self, weight, bias=None, name: str | None = None) -> None:
+    ``kernel=`` (in, out), the original library's and Keras' layout, may be given instead.
+    """
+
+    def __init__(self, weight=None, bias=None, name: str | None = None, *, kernel=None,
+                 dense_mxts_mode: str = "Linear") -> None:
         super().__init__(name)
-        self.weight = as_tensor(weight)
+        if (weight is None) == (kernel is None):
+            raise ValueError("Dense needs exactly one of weight (out, in) or kernel (in, out)")
+        if dense_mxts_mode != "Linear":
+            raise ValueError(f"dense_mxts_mode {dense_mxts_mode!r}: only 'Linear' exists")
+        self.weight = as_tensor(weight) if weight is not None else as_tensor(kernel).t().contiguous()
         self.bias = as_tensor(bias)
 
     def forward(self, x: Tensor) -> Tensor:

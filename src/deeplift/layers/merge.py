@@ -58,9 +58,9 @@ class Concat(SignPreservingLinear):
 
     n_inputs = None
 
-    def __init__(self, dim: int = 1, name: str | None = None) -> None:
+    def __init__(self, dim: int = 1, name: str | None = None, *, axis: int | None = None) -> None:
         super().__init__(name)
-        self.dim = int(dim)
+        self.dim = int(dim if axis is None else axis)  # ``axis``: the original library's name
 
     def linear(self, *xs: Tensor) -> Tensor:
         return torch.cat(xs, self.dim)
