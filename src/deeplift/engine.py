@@ -149,17 +149,6 @@ def _add(a: Multipliers | None, b: Multipliers) -> Multipliers:
     return ap + bp, (ap if an is None else an) + (bp if bn is None else bn)
 
 
-def descendants(model: Model, names: Iterable[str]) -> set[str]:
-    out: set[str] = set()
-    stack = list(names)
-    while stack:
-        n = stack.pop()
-        if n not in out:
-            out.add(n)
-            stack.extend(model.consumers(n))
-    return out
-
-
 def forward_together(model: Model, xs: Sequence[Tensor], rs: Sequence[Tensor], needed: Iterable[str]
                      ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """One forward over ``cat([x, r])``; returns the x and r halves of every value (views)."""
@@ -180,7 +169,7 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
 
     Returns the multipliers ``(m⁺, m⁻)`` (``m⁻`` None when equal to ``m⁺``) of every score layer.
     """
-    relevant = model.ancestors([target]) & descendants(model, score_layers)
+    relevant = model.ancestors([target]) & model.descendants(score_layers)
     mults: dict[str, Multipliers] = {target: (seeds, None)}
     wanted = set(score_layers)
     out: dict[str, Multipliers] = {}

@@ -102,14 +102,11 @@ class Model:
 
     def ancestors(self, names: Iterable[str]) -> set[str]:
         """The given layers and every layer they depend on."""
-        out: set[str] = set()
-        stack = list(names)
-        while stack:
-            n = stack.pop()
-            if n not in out:
-                out.add(n)
-                stack.extend(self.layers[n].inputs)
-        return out
+        return _closure(names, lambda n: self.layers[n].inputs)
+
+    def descendants(self, names: Iterable[str]) -> set[str]:
+        """The given layers and every layer that depends on them."""
+        return _closure(names, self.consumers)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -172,6 +169,17 @@ class Model:
     def __repr__(self) -> str:
         return (f"deeplift.Model({len(self.layers)} layers, inputs={self.input_names}, "
                 f"outputs={self.output_names})")
+
+
+def _closure(start: Iterable[str], neighbours) -> set[str]:
+    out: set[str] = set()
+    stack = list(start)
+    while stack:
+        n = stack.pop()
+        if n not in out:
+            out.add(n)
+            stack.extend(neighbours(n))
+    return out
 
 
 def _name_unnamed(layers: list[Layer]) -> None:

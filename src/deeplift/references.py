@@ -78,21 +78,17 @@ def dinuc_shuffle(n: int = 20, seed: int = 0) -> ReferenceMaker:
 
     Seeded: the same ``seed`` gives the same references (``attribute(seed=...)`` overrides it).
     """
-    def make(inputs: Any, seed: int | None = None) -> Any:
-        x = _single_input(inputs, "dinuc_shuffle")
-        return genomics.dinuc_shuffle_batch(x, n, seed=default_seed if seed is None else seed,
-                                            layout=sequence_layout(x))
-    default_seed = seed
-    make.__name__ = f"dinuc_shuffle(n={n}, seed={seed})"
-    return make
+    return _shuffler(genomics.dinuc_shuffle_batch, "dinuc_shuffle", n, seed)
 
 
 def shuffle(n: int = 20, seed: int = 0) -> ReferenceMaker:
     """``n`` shuffles of the positions of every sequence (base composition kept)."""
+    return _shuffler(genomics.shuffle_batch, "shuffle", n, seed)
+
+
+def _shuffler(batch_fn: Callable[..., Any], what: str, n: int, default_seed: int) -> ReferenceMaker:
     def make(inputs: Any, seed: int | None = None) -> Any:
-        x = _single_input(inputs, "shuffle")
-        return genomics.shuffle_batch(x, n, seed=default_seed if seed is None else seed,
-                                      layout=sequence_layout(x))
-    default_seed = seed
-    make.__name__ = f"shuffle(n={n}, seed={seed})"
+        x = _single_input(inputs, what)
+        return batch_fn(x, n, seed=default_seed if seed is None else seed, layout=sequence_layout(x))
+    make.__name__ = f"{what}(n={n}, seed={default_seed})"
     return make
