@@ -1,0 +1,16 @@
+"""The ``deeplift`` command: ``score``, ``plot`` and ``check`` (DESIGN.md §4).
+
+    deeplift score                              # the bundled motif example, with motif AUROCs
+    deeplift score model.h5 seqs.fa --method genomics_default --references dinuc-shuffle --target all
+    deeplift plot deeplift_scores.npz --examples 0,3
+    deeplift check mypkg.models:Net --input-shape 4,200
+
+Every error a person can act on prints one line ``deeplift: error: <what is wrong>; <what to do>``
+and exits with status 2 (``--debug`` shows the traceback instead). Output files appear only once
+fully written (temporary file + rename).
+"""
+
+from .common import CliError
+from .parser import build_parser, main
+
+__all__ = ["CliError", "build_parser", "main"]
