@@ -3,12 +3,19 @@
 Prints, per model, seconds per call and the ratio to the autograd baseline (forward + backward of
 the target logit w.r.t. the inputs). One reference and one target, as in the core issue.
 
-    python benchmarks/bench_methods.py [--batch 64] [--repeats 5] [--threads 2]
+    python benchmarks/bench_methods.py [--batch 64] [--repeats 9] [--threads 2]
+
+Each configuration runs twice, in fresh processes: with the C allocator as it comes, and with
+``deeplift.allocator.keep_freed_memory()`` (what the ``deeplift`` command uses), because glibc's
+returning and re-faulting of large freed blocks dominates the time of the elementwise rules on
+large inputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
 
 import torch
@@ -87,7 +94,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--allocator", choices=["default", "keep-freed-memory"])
     args = parser.parse_args()
+    if args.allocator is None:  # run both allocator settings, each in a fresh process
+        for allocator in ("default", "keep-freed-memory"):
+            print(f"\n=== C allocator: {allocator} ===", flush=True)
+            subprocess.run([sys.executable, __file__, "--allocator", allocator, "--batch", str(args.batch),
+                            "--repeats", str(args.repeats), "--threads", str(args.threads)], check=True)
+        return
+    if args.allocator == "keep-freed-memory":
+        from deeplift.allocator import keep_freed_memory
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dna = torch.nn.functional.one_hot(torch.randint(0, 4, (args.batch, 1000)), 4).permute(0, 2, 1).float()

@@ -72,6 +72,10 @@ class PassState:
             self._r[name] = _gather(self.r_values[name], self.r_idx, self.is_constant(name))
         return self._r[name]
 
+    def select_x_rows(self, t: Tensor) -> Tensor:
+        """The rows of every pair's example from ``t``, aligned with the examples' forward rows."""
+        return _gather(t, self.x_idx, False)
+
     def r_broadcast(self, name: str) -> Tensor:
         """Like :meth:`r`, but a reference shared by every pair comes back as one row that
         broadcasts, so elementwise work on it is done once instead of once per pair."""

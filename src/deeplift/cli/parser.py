@@ -92,6 +92,9 @@ def _check_parser(sub: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deeplift`` console script; returns the exit status."""
+    if argv is None:  # a process of our own: keep freed memory for reuse (see deeplift.allocator)
+        from ..allocator import keep_freed_memory
+        keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     if not debug:

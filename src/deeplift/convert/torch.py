@@ -682,10 +682,15 @@ def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = T
         examples = tuple(torch.cat([e, e]) for e in examples)
     batch = examples[0].shape[0]
     with _eval_mode(module), torch.no_grad():
+        try:  # a module that cannot run on the examples is the user's to fix, not an export failure
+            expected = module(*examples)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the shapes that were tried
+            shapes = ", ".join(str(tuple(e.shape)) for e in examples)
+            raise InputError(f"{type(module).__name__} fails on example inputs of shape {shapes}: "
+                             f"{type(exc).__name__}: {exc}") from exc
         ep = _export(module, examples)
         model = _Capture(ep, batch).run()
         if check:
-            expected = module(*examples)
             _check_forward(model, examples, expected, atol)
     return model
 

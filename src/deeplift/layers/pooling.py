@@ -12,6 +12,7 @@ reference, and when both argmaxes agree it is the gradient. The original library
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Sequence
 
 import torch
@@ -50,25 +51,49 @@ class _MaxRouting(Layer):
     def _ties_share(self, state) -> bool:
         return False
 
+    # The forward pass finds the argmax anyway; remembering it (per output tensor, weakly) spares
+    # the routing a second max pooling over the same rows.
+    def _remember_indices(self, out: Tensor, idx: Tensor) -> None:
+        memo = self.__dict__.setdefault("_argmax_memo", {})
+        for key in [k for k, (ref, _) in memo.items() if ref() is None]:
+            del memo[key]
+        memo[out.data_ptr()] = (weakref.ref(out), idx)
+
+    def __getstate__(self) -> dict:  # the memo holds weak references: not for pickling
+        state = dict(self.__dict__)
+        state.pop("_argmax_memo", None)
+        return state
+
+    def _remembered_indices(self, value: Tensor) -> Tensor | None:
+        """Argmax indices of the forward pass that produced ``value`` (or a leading slice of it)."""
+        entry = self.__dict__.get("_argmax_memo", {}).get(value.data_ptr())
+        if entry is None or entry[0]() is None:
+            return None
+        return entry[1][: value.shape[0]]
+
     def _routing(self, state):
         """(i, j, λ): flat indices of the input and reference argmax, and i's weight (B, C, O)."""
         def compute():
             inp = self.inputs[0]
             x = state.x(inp)
             xf = self.flat_view(x)
-            _, i = self.max_with_indices(xf, x)
+            i = self._remembered_indices(state.x_values[self.name])
+            if i is None:
+                xi, i = self.max_with_indices(xf, x)
+            else:
+                i = state.select_x_rows(i)
+                xi = state.x(self.name).reshape(i.shape)
             conserving = state.difference_based and state.options.max_routing == "conserving"
             if not conserving:
                 return i, None, None
-            r = state.r(inp)
+            r = state.r_broadcast(inp)  # one row when every pair shares the reference
             rf = self.flat_view(r)
-            _, j = self.max_with_indices(rf, r)
-            xi, xj = xf.gather(2, i), xf.gather(2, j)
-            ri, rj = rf.gather(2, i), rf.gather(2, j)
-            gap_x, gap_r = xi - xj, rj - ri
-            denom = gap_x + gap_r
-            lam = torch.where(denom > 0, gap_x / torch.where(denom > 0, denom, torch.ones_like(denom)),
-                              torch.ones_like(denom))
+            rj, j = self.max_with_indices(rf, r)
+            if rf.shape[0] != xf.shape[0]:
+                rf, rj, j = (t.expand(xf.shape[0], *t.shape[1:]) for t in (rf, rj, j))
+            gap_x, gap_r = xi - xf.gather(2, j), rj - rf.gather(2, i)
+            # λ = gap_x / (gap_x + gap_r); both gaps are 0 only when i is the reference's argmax too
+            lam = (gap_x / (gap_x + gap_r)).nan_to_num_(nan=1.0)
             return i, j, lam
         return state.cached(self, "routing", compute)
 
@@ -137,9 +162,11 @@ class MaxPool(_MaxRouting):
         return out[tuple(index)]
 
     def forward(self, x: Tensor) -> Tensor:
-        out = _MAX_POOL[self.nd](self._padded(x), self.kernel_size, self.stride, 0, self.dilation,
-                                 self.ceil_mode)
-        return self._crop(out, x.shape[2:])
+        out, idx = _MAX_POOL[self.nd](self._padded(x), self.kernel_size, self.stride, 0, self.dilation,
+                                      self.ceil_mode, return_indices=True)
+        out, idx = self._crop(out, x.shape[2:]), self._crop(idx, x.shape[2:])
+        self._remember_indices(out, idx.reshape(idx.shape[0], idx.shape[1], -1))
+        return out
 
     def flat_view(self, t: Tensor) -> Tensor:
         t = self._padded(t)
