@@ -5,7 +5,6 @@
     scores = deeplift.attribute(model, x, references=None, method="rescale", target=0)
 """
 
-from . import convert as _frontends  # noqa: F401  (imported first: the function below keeps the name)
 from .api import attribute
 from .errors import DeepLiftError, InputError, ModelFormatError, UnsupportedLayerError
 from .graph import Model

@@ -741,7 +741,6 @@ _CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[Any, Model]]" = weakre
 
 def convert_cached(module: torch.nn.Module, inputs: Any) -> Model:
     """Convert once per module and weights version (``attribute`` accepts modules directly)."""
-    from ..api import _split_by_input  # noqa: F401  (inputs are validated later by attribute)
     key = tuple((n, t.data_ptr(), t._version, t.dtype, t.device) for n, t in
                 list(module.named_parameters()) + list(module.named_buffers()))
     hit = _CACHE.get(module)

@@ -15,8 +15,6 @@ lives here. Rules for an elementwise ``y = f(x)`` with ``Δx = x − r``, ``Δy 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor

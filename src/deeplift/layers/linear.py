@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Layer, SignedScale, SignPreservingLinear, SignSplitLinear, flat_targets, unflat_targets
+from .base import SignedScale, SignPreservingLinear, SignSplitLinear
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
