@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -48,3 +51,15 @@ def test_hypothetical_scores_are_stable_when_parts_vanish():
                                         hypothetical=True)
     scale = np.abs(out[torch.float64]).max()
     np.testing.assert_allclose(out[torch.float32], out[torch.float64], atol=1e-4 * scale)
+
+
+def test_a_run_that_breaks_summation_to_delta_warns_and_names_the_example():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.MaxPool1d(4), nn.Flatten(), nn.Linear(6, 1))
+    model = deeplift.convert(net.eval(), torch.zeros(2, 2, 10))
+    x, ref = torch.randn(6, 2, 10), torch.randn(6, 2, 10)  # the reference's argmax differs from x's
+    with pytest.warns(deeplift.SummationToDeltaWarning, match=r"example \d+, reference 0, target 0"):
+        deeplift.attribute(model, x, ref, max_routing="gradient")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", deeplift.SummationToDeltaWarning)
+        deeplift.attribute(model, x, ref)  # the default max-pool rule conserves: no warning

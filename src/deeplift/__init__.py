@@ -6,7 +6,8 @@
 """
 
 from .api import attribute
-from .errors import DeepLiftError, InputError, ModelFormatError, UnsupportedLayerError
+from .errors import (DeepLiftError, InputError, ModelFormatError, SummationToDeltaWarning,
+                     UnsupportedLayerError)
 from .graph import Model
 from . import convert as _convert_package  # noqa: F401  load the subpackage first, so that the
 # function below (not the subpackage) is what ``deeplift.convert`` names: importing a submodule
@@ -41,4 +42,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["attribute", "convert", "load", "Model", "DeepLiftError", "InputError",
-           "ModelFormatError", "UnsupportedLayerError", "__version__"]
+           "ModelFormatError", "SummationToDeltaWarning", "UnsupportedLayerError", "__version__"]

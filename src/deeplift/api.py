@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from . import engine
 from .engine import PassState, RuleOptions
-from .errors import InputError
+from .errors import InputError, SummationToDeltaWarning
 from .graph import Model
 from .layers.activations import Sigmoid, Softmax
 from .layers.base import Input
@@ -346,6 +347,7 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
     runner = _Runner(model, m, spec, score_names, shapes, rule_for, options, hypothetical,
                      return_delta)
     scores, deltas = runner.run(xs, refs, n_refs, batch_size, steps, progress)
+    _warn_if_not_conserved(runner, xs[0].dtype, max_routing)
 
     outputs = [s if not spec.single else s[:, 0] for s in scores]
     if return_delta:
@@ -360,6 +362,22 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
     if return_delta:
         return result, _to_user(d, to_numpy, user_device)
     return result
+
+
+def _warn_if_not_conserved(runner: "_Runner", dtype: torch.dtype, max_routing: str) -> None:
+    if runner.worst_delta is None:
+        return
+    rel, n, r, t = runner.worst_delta
+    tolerance = torch.finfo(dtype).eps ** 0.5
+    if rel <= tolerance:
+        return
+    hint = ("max_routing='gradient' (the original library's max pooling) does not conserve it with "
+            "a non-constant reference; the default 'conserving' does" if max_routing == "gradient"
+            else "please report this with the model")
+    warnings.warn(SummationToDeltaWarning(
+        f"contributions do not sum to the target's difference from the reference: error "
+        f"{rel:.3g}·(1 + |Δ|) for example {n}, reference {r}, target {t} (float rounding would "
+        f"stay below {tolerance:.1g}); {hint}"), stacklevel=3)
 
 
 def _to_user(t: Tensor, to_numpy: bool, device: torch.device | None):
@@ -415,6 +433,9 @@ class _Runner:
         self.score_names, self.shapes = score_names, shapes
         self.rule_for, self.options = rule_for, options
         self.hypothetical, self.return_delta = hypothetical, return_delta
+        # summation-to-delta is checked on every run of a DeepLIFT method scored at the inputs
+        self.check_delta = method.sums_to_delta and set(score_names) == set(model.input_names)
+        self.worst_delta: tuple[float, int, int, int] | None = None  # (relative error, n, r, t)
         self.needed = [spec.layer, *score_names]
 
     def run(self, xs: list[Tensor], refs: list[Tensor] | None, n_refs: int, batch_size: int,
@@ -482,10 +503,20 @@ class _Runner:
             else:
                 out.append(engine.contributions(state, name, m))
         delta = None
-        if self.return_delta:
-            delta = self._delta_error(state, out if not self.hypothetical else
-                                      [engine.contributions(state, n, m) for n, m in zip(self.score_names, ms)])
+        if self.return_delta or self.check_delta:
+            contribs = out if not self.hypothetical else [
+                engine.contributions(state, n, m) for n, m in zip(self.score_names, ms)]
+            delta, target_delta = self._delta_error(state, contribs)
+            self._note_worst(delta, target_delta, ex, rf)
         return out, delta
+
+    def _note_worst(self, delta: Tensor, target_delta: Tensor, ex: Tensor, rf: Tensor) -> None:
+        """Keep the largest summation-to-delta error relative to 1 + |Δtarget| (T, P)."""
+        rel = delta.abs() / (1 + target_delta.abs())
+        value, flat = rel.flatten().max(0)
+        if self.worst_delta is None or value.item() > self.worst_delta[0]:
+            t, p = divmod(int(flat), rel.shape[1])
+            self.worst_delta = (value.item(), int(ex[p]), int(rf[p]), self.spec.indices[t])
 
     def _reference_rows(self, refs: list[Tensor], ex: Tensor, rf: Tensor):
         """Distinct reference rows of this batch and each pair's index into them."""
@@ -508,13 +539,14 @@ class _Runner:
         axis = one_hot_axis(ref) + 1  # multipliers carry a leading target axis
         return mult - (ref * mult).sum(axis, keepdim=True)
 
-    def _delta_error(self, state: PassState, contribs: list[Tensor]) -> Tensor:
-        """Σ contributions − seed·Δtarget, per (target, pair)."""
+    def _delta_error(self, state: PassState, contribs: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """(Σ contributions − seed·Δtarget, seed·Δtarget), per (target, pair)."""
         total = sum(c.flatten(2).sum(2) for c in contribs)
         d_target = state.delta(self.spec.layer).flatten(1)
         seeds = target_seeds(self.spec, d_target.shape[0], (self.spec.n_features,), d_target.dtype,
                              d_target.device)
-        return total - (seeds * d_target).sum(-1)
+        target_delta = (seeds * d_target).sum(-1)
+        return total - target_delta, target_delta
 
     def _integrated_gradients(self, xs, refs, ex: Tensor, rf: Tensor, steps: int):
         """Midpoint Riemann sum of the gradient along the straight path, all steps in one batch."""

@@ -15,3 +15,7 @@ class UnsupportedLayerError(DeepLiftError):
 
 class ModelFormatError(DeepLiftError):
     """A model file cannot be read (missing, corrupt or of an unknown layout)."""
+
+
+class SummationToDeltaWarning(UserWarning):
+    """Contributions do not add up to target(x) − target(reference) beyond float rounding."""

@@ -21,18 +21,20 @@ class Method:
     """``rule``: the nonlinearity rule (None: resolved per layer, genomics default).
     ``uses_reference``: DeepLIFT-style (differences from a reference) or gradient-style.
     ``output``: what ``attribute`` returns — contributions ``m·Δx``, the multipliers themselves,
-    multipliers × input, or integrated gradients."""
+    multipliers × input, or integrated gradients. ``sums_to_delta``: the contributions add up to
+    target(x) − target(r) (checked on every run, with a warning when they do not)."""
 
     name: str
     rule: str | None
     uses_reference: bool
     output: str
+    sums_to_delta: bool = False
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("rescale", "rescale", True, "contributions"),
-    Method("reveal_cancel", "reveal_cancel", True, "contributions"),
-    Method("genomics_default", None, True, "contributions"),
+    Method("rescale", "rescale", True, "contributions", sums_to_delta=True),
+    Method("reveal_cancel", "reveal_cancel", True, "contributions", sums_to_delta=True),
+    Method("genomics_default", None, True, "contributions", sums_to_delta=True),
     Method("guided_backprop_rescale", "guided_backprop_rescale", True, "contributions"),
     Method("pass_through", "pass_through", True, "contributions"),
     Method("gradient", "gradient", False, "multipliers"),
