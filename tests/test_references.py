@@ -121,3 +121,15 @@ def test_failed_save_leaves_no_file(tmp_path):
 def test_reference_makers_refuse_non_sequence_inputs():
     with pytest.raises(deeplift.DeepLiftError, match="one-hot"):
         references.dinuc_shuffle(n=2)(np.zeros((3, 5)))
+
+
+def test_many_targets_in_small_batches_equal_one_target_at_a_time(model):
+    # with batch_size 1 the 2 targets x 1 pair fit one pass; force chunking with many targets
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(80, 40)).double().eval()
+    wide = deeplift.convert(net, torch.zeros(2, 4, 20, dtype=torch.float64))
+    x = _onehot(3)
+    together = deeplift.attribute(wide, x, method="rescale", target="all", batch_size=1)
+    singles = np.stack([deeplift.attribute(wide, x, method="rescale", target=t) for t in range(40)], 1)
+    assert together.shape == (3, 40, 4, 20)
+    np.testing.assert_allclose(together, singles, atol=1e-12)

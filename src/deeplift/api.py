@@ -423,6 +423,14 @@ def one_hot_axis(x: Tensor) -> int:
                      "expected (N, 4, L) or (N, L, 4)")
 
 
+def _cat_multipliers(parts: list) -> tuple:
+    """Join (m⁺, m⁻) pairs computed for consecutive groups of targets along the target axis."""
+    pos = torch.cat([p for p, _ in parts])
+    if all(n is None for _, n in parts):
+        return pos, None
+    return pos, torch.cat([p if n is None else n for p, n in parts])
+
+
 class _Runner:
     """Splits the (example, reference) pairs into batches and accumulates per-example means."""
 
@@ -440,6 +448,7 @@ class _Runner:
 
     def run(self, xs: list[Tensor], refs: list[Tensor] | None, n_refs: int, batch_size: int,
             steps: int, progress: bool):
+        self.batch_size = batch_size
         n = xs[0].shape[0]
         t = len(self.spec.indices)
         scores = [torch.zeros((n, t, *self.shapes[s][1:]), dtype=xs[0].dtype, device=xs[0].device)
@@ -527,11 +536,18 @@ class _Runner:
         return rows, None
 
     def _backward(self, state: PassState, n_pairs: int):
+        """Multipliers of every score layer for all targets: the targets' seeds are stacked and go
+        back together, in as few passes as keep (targets × pairs) rows within 16 × batch_size
+        (one pass unless there are very many targets, e.g. every class of a large classifier)."""
         shape = self.shapes[self.spec.layer][1:]
         seeds = target_seeds(self.spec, n_pairs, shape, state.x(self.spec.layer).dtype,
                              state.x(self.spec.layer).device)
-        mults = engine.backward(self.model, state, self.spec.layer, seeds, self.score_names)
-        return [mults[n] for n in self.score_names]
+        per_pass = max(1, (16 * self.batch_size) // n_pairs)
+        chunks = [engine.backward(self.model, state, self.spec.layer, seeds[t:t + per_pass],
+                                  self.score_names) for t in range(0, seeds.shape[0], per_pass)]
+        if len(chunks) == 1:
+            return [chunks[0][n] for n in self.score_names]
+        return [_cat_multipliers([c[n] for c in chunks]) for n in self.score_names]
 
     def _hypothetical(self, m, ref: Tensor) -> Tensor:
         mp, mn = m
