@@ -177,3 +177,17 @@ def test_pwms_match_simulation_module(data):
             if st == "-":
                 win = win[::-1, ::-1]
             assert np.isclose(scores[i, 0 if st == "+" else 1, s], (lo * win).sum())
+
+
+def test_quickstart_example_runs_and_writes_its_files(tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
+    spec = importlib.util.spec_from_file_location("quickstart", path)
+    quickstart = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quickstart)
+    quickstart.main(n_examples=6, out_dir=str(tmp_path))
+    printed = capsys.readouterr().out
+    assert "largest |summation-to-delta error|" in printed
+    for name in ("gata.ohe.npz", "gata.shap.npz", "scores.npz", "logo_example0.png"):
+        assert (tmp_path / name).stat().st_size > 0
