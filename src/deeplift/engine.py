@@ -3,8 +3,9 @@
 The forward runs once over ``cat([X, R])`` where ``X`` holds the distinct examples of the batch and
 ``R`` the distinct references; a pair ``p`` is (example ``x_idx[p]``, reference ``r_idx[p]``), so
 an example scored against many references, or many examples against one shared reference set, are
-each run forward once. The backward runs over the pairs only, for all targets at once (a leading
-target axis on every multiplier tensor).
+each run forward once (``api.py`` runs a shared set once per call and passes its values in). The
+backward runs over the pairs only, for all targets at once (a leading target axis on every
+multiplier tensor). Shared references stay one row wherever a rule can broadcast them.
 """
 
 from __future__ import annotations
