@@ -3,21 +3,24 @@
 The forward runs once over ``cat([X, R])`` where ``X`` holds the distinct examples of the batch and
 ``R`` the distinct references; a pair ``p`` is (example ``x_idx[p]``, reference ``r_idx[p]``), so
 an example scored against many references, or many examples against one shared reference set, are
-each run forward once (``api.py`` runs a shared set once per call and passes its values in). The
+each run forward once (a shared set once per call, see ``PairRunner``). The
 backward runs over the pairs only, for all targets at once (a leading target axis on every
 multiplier tensor). Shared references stay one row wherever a rule can broadcast them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
 
+from .genomics import one_hot_axis
 from .graph import Model
 from .layers.base import Constant, Input, Layer, Multipliers, Split
+from .methods import Method
 
 
 @dataclass(frozen=True)
@@ -207,3 +210,199 @@ def contributions(state: PassState, name: str, m: Multipliers) -> Tensor:
         return m_pos * state.delta(name)
     p, n = state.split(name)
     return m_pos * p + m_neg * n
+
+
+# ---------------------------------------------------------------------------------------------
+# targets and batches of (example, reference) pairs
+
+
+@dataclass
+class TargetSpec:
+    """The target layer, the unit indices scored (flattened per example), whether one int was
+    asked for (no target axis in the output), and whether softmax logits are mean-centred."""
+
+    layer: str
+    indices: list[int]
+    single: bool
+    centre: bool
+    n_features: int
+
+
+def target_seeds(spec: TargetSpec, n_pairs: int, shape: tuple, dtype, device) -> Tensor:
+    """(T, P, *shape): one-hot per target (minus 1/K when softmax logits are mean-centred)."""
+    eye = torch.zeros((len(spec.indices), spec.n_features), dtype=dtype, device=device)
+    eye[torch.arange(len(spec.indices)), torch.tensor(spec.indices)] = 1
+    if spec.centre:
+        eye = eye - 1.0 / spec.n_features
+    return eye.reshape(len(spec.indices), 1, *shape).expand(len(spec.indices), n_pairs, *shape)
+
+
+def _cat_multipliers(parts: list) -> tuple:
+    """Join (m⁺, m⁻) pairs computed for consecutive groups of targets along the target axis."""
+    pos = torch.cat([p for p, _ in parts])
+    if all(n is None for _, n in parts):
+        return pos, None
+    return pos, torch.cat([p if n is None else n for p, n in parts])
+
+
+class PairRunner:
+    """Splits the (example, reference) pairs into batches and accumulates per-example means."""
+
+    def __init__(self, model: Model, method: Method, spec: TargetSpec, score_names: list[str],
+                 shapes: dict[str, tuple], rule_for, options: RuleOptions, hypothetical: bool,
+                 return_delta: bool) -> None:
+        self.model, self.method, self.spec = model, method, spec
+        self.score_names, self.shapes = score_names, shapes
+        self.rule_for, self.options = rule_for, options
+        self.hypothetical, self.return_delta = hypothetical, return_delta
+        # summation-to-delta is checked on every run of a DeepLIFT method scored at the inputs
+        self.check_delta = method.sums_to_delta and set(score_names) == set(model.input_names)
+        self.worst_delta: tuple[float, int, int, int] | None = None  # (relative error, n, r, t)
+        self.needed = [spec.layer, *score_names]
+
+    def run(self, xs: list[Tensor], refs: list[Tensor] | None, n_refs: int, batch_size: int,
+            steps: int, progress: bool):
+        self.batch_size = batch_size
+        n = xs[0].shape[0]
+        t = len(self.spec.indices)
+        scores = [torch.zeros((n, t, *self.shapes[s][1:]), dtype=xs[0].dtype, device=xs[0].device)
+                  for s in self.score_names]
+        deltas = torch.zeros((n, n_refs, t), dtype=xs[0].dtype, device=xs[0].device)
+        n_pairs = n * n_refs
+        per_batch = batch_size
+        if self.method.output == "integrated_gradients":
+            per_batch = max(1, batch_size // steps)
+        batches = range(0, n_pairs, per_batch)
+        self.shared_r_values = None
+        if (refs is not None and self.method.uses_reference and all(r.shape[0] == 1 for r in refs)
+                and n_refs <= batch_size):
+            # one reference set for every example: run it forward once per call, not per batch
+            with torch.no_grad():
+                self.shared_r_values = self.model.forward_all([r[0] for r in refs], self.needed)
+        if progress:
+            from tqdm.auto import tqdm
+            batches = tqdm(batches, total=math.ceil(n_pairs / per_batch), unit="batch",
+                           desc=f"deeplift {self.method.name}")
+        with torch.no_grad():
+            for start in batches:
+                pairs = torch.arange(start, min(start + per_batch, n_pairs), device=xs[0].device)
+                ex, rf = pairs // n_refs, pairs % n_refs
+                batch_scores, batch_delta = self._batch(xs, refs, ex, rf, steps)
+                for acc, s in zip(scores, batch_scores):
+                    acc.index_add_(0, ex, s.transpose(0, 1) / n_refs)
+                if batch_delta is not None:
+                    deltas[ex, rf] = batch_delta.transpose(0, 1)
+        return scores, deltas
+
+    # -- one batch ------------------------------------------------------------------------------
+    def _batch(self, xs, refs, ex: Tensor, rf: Tensor, steps: int):
+        if self.method.output == "integrated_gradients":
+            return self._integrated_gradients(xs, refs, ex, rf, steps)
+        uniq_ex, x_idx = torch.unique(ex, return_inverse=True)
+        x_batch = [x.index_select(0, uniq_ex) for x in xs]
+        if not self.method.uses_reference:
+            with torch.no_grad():
+                x_values = self.model.forward_all(x_batch, self.needed)
+            state = PassState(self.model, x_values, None, x_idx, None, self.rule_for, self.options)
+            ms = self._backward(state, len(ex))
+            out = []
+            for name, (mp, mn) in zip(self.score_names, ms):
+                mult = mp if mn is None else 0.5 * (mp + mn)
+                out.append(mult * state.x(name) if self.method.output == "gradient_x_input" else mult)
+            return out, None
+        if self.shared_r_values is not None:
+            with torch.no_grad():
+                x_values = self.model.forward_all(x_batch, self.needed)
+            r_values, r_idx = self.shared_r_values, rf
+        else:
+            r_rows, r_idx = self._reference_rows(refs, ex, rf)
+            x_values, r_values = forward_together(self.model, x_batch, r_rows, self.needed)
+        state = PassState(self.model, x_values, r_values, x_idx, r_idx, self.rule_for, self.options)
+        ms = self._backward(state, len(ex))
+        out = []
+        for name, m in zip(self.score_names, ms):
+            if self.hypothetical:
+                out.append(self._hypothetical(m, state.r(name)))
+            else:
+                out.append(contributions(state, name, m))
+        delta = None
+        if self.return_delta or self.check_delta:
+            contribs = out if not self.hypothetical else [
+                contributions(state, n, m) for n, m in zip(self.score_names, ms)]
+            delta, target_delta = self._delta_error(state, contribs)
+            self._note_worst(delta, target_delta, ex, rf)
+        return out, delta
+
+    def _note_worst(self, delta: Tensor, target_delta: Tensor, ex: Tensor, rf: Tensor) -> None:
+        """Keep the largest summation-to-delta error relative to 1 + |Δtarget| (T, P)."""
+        rel = delta.abs() / (1 + target_delta.abs())
+        value, flat = rel.flatten().max(0)
+        if self.worst_delta is None or value.item() > self.worst_delta[0]:
+            t, p = divmod(int(flat), rel.shape[1])
+            self.worst_delta = (value.item(), int(ex[p]), int(rf[p]), self.spec.indices[t])
+
+    def _reference_rows(self, refs: list[Tensor], ex: Tensor, rf: Tensor):
+        """Distinct reference rows of this batch and each pair's index into them."""
+        if refs[0].shape[0] == 1 and all(r.shape[0] == 1 for r in refs):
+            uniq, r_idx = torch.unique(rf, return_inverse=True)
+            return [r[0].index_select(0, uniq) for r in refs], r_idx
+        rows = [r[ex if r.shape[0] > 1 else torch.zeros_like(ex), rf] for r in refs]
+        return rows, None
+
+    def _backward(self, state: PassState, n_pairs: int):
+        """Multipliers of every score layer for all targets: the targets' seeds are stacked and go
+        back together, in as few passes as keep (targets × pairs) rows within 16 × batch_size
+        (one pass unless there are very many targets, e.g. every class of a large classifier)."""
+        shape = self.shapes[self.spec.layer][1:]
+        seeds = target_seeds(self.spec, n_pairs, shape, state.x(self.spec.layer).dtype,
+                             state.x(self.spec.layer).device)
+        per_pass = max(1, (16 * self.batch_size) // n_pairs)
+        chunks = [backward(self.model, state, self.spec.layer, seeds[t:t + per_pass],
+                                  self.score_names) for t in range(0, seeds.shape[0], per_pass)]
+        if len(chunks) == 1:
+            return [chunks[0][n] for n in self.score_names]
+        return [_cat_multipliers([c[n] for c in chunks]) for n in self.score_names]
+
+    def _hypothetical(self, m, ref: Tensor) -> Tensor:
+        mp, mn = m
+        mult = mp if mn is None else 0.5 * (mp + mn)
+        axis = one_hot_axis(ref) + 1  # multipliers carry a leading target axis
+        return mult - (ref * mult).sum(axis, keepdim=True)
+
+    def _delta_error(self, state: PassState, contribs: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """(Σ contributions − seed·Δtarget, seed·Δtarget), per (target, pair)."""
+        total = sum(c.flatten(2).sum(2) for c in contribs)
+        d_target = state.delta(self.spec.layer).flatten(1)
+        seeds = target_seeds(self.spec, d_target.shape[0], (self.spec.n_features,), d_target.dtype,
+                             d_target.device)
+        target_delta = (seeds * d_target).sum(-1)
+        return total - target_delta, target_delta
+
+    def _integrated_gradients(self, xs, refs, ex: Tensor, rf: Tensor, steps: int):
+        """Midpoint Riemann sum of the gradient along the straight path, all steps in one batch."""
+        n_pairs = len(ex)
+        rows = self._reference_rows(refs, ex, rf)
+        r_pairs = rows[0] if rows[1] is None else [r.index_select(0, rows[1]) for r in rows[0]]
+        x_pairs = [x.index_select(0, ex) for x in xs]
+        alphas = (torch.arange(steps, dtype=xs[0].dtype, device=xs[0].device) + 0.5) / steps
+        points = []
+        for x, r in zip(x_pairs, r_pairs):
+            a = alphas.reshape(steps, 1, *([1] * (x.ndim - 1)))
+            points.append((r.unsqueeze(0) + a * (x - r).unsqueeze(0)).reshape(steps * n_pairs, *x.shape[1:]))
+        with torch.no_grad():
+            values = self.model.forward_all(points, self.needed)
+        state = PassState(self.model, values, None, None, None, self.rule_for, self.options)
+        ms = self._backward(state, steps * n_pairs)
+        out = []
+        for name, (mp, _), x, r in zip(self.score_names, ms, x_pairs, r_pairs):
+            mean_grad = mp.reshape(mp.shape[0], steps, n_pairs, *mp.shape[2:]).mean(1)
+            out.append(mean_grad * (x - r))
+        delta = None
+        if self.return_delta:
+            with torch.no_grad():
+                fx = self.model.forward_all(x_pairs, [self.spec.layer])[self.spec.layer].flatten(1)
+                fr = self.model.forward_all(r_pairs, [self.spec.layer])[self.spec.layer].flatten(1)
+            seeds = target_seeds(self.spec, n_pairs, (self.spec.n_features,), fx.dtype, fx.device)
+            total = sum(c.flatten(2).sum(2) for c in out)
+            delta = total - (seeds * (fx - fr)).sum(-1)
+        return out, delta

@@ -638,3 +638,14 @@ def hypothetical_contributions(
     if _is_torch(m):
         return m - (ref * m).sum(dim=axis, keepdim=True)
     return m - (ref * m).sum(axis=axis, keepdims=True)
+
+
+def one_hot_axis(x: Any) -> int:
+    """The channel axis of a one-hot sequence batch (array or tensor): 1 for (N, 4, L), the last
+    axis for (N, L, 4)."""
+    if x.ndim >= 3 and x.shape[1] == 4:
+        return 1
+    if x.shape[-1] == 4:
+        return x.ndim - 1
+    raise InputError(f"cannot find the 4 one-hot channels in an input of shape {tuple(x.shape)}; "
+                     "expected (N, 4, L) or (N, L, 4)")
