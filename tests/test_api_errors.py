@@ -338,3 +338,14 @@ def test_softmax_targets_are_mean_centred_unless_turned_off(softmax_model, x, r,
     torch.testing.assert_close(deeplift.attribute(plain, x, r, method=method, target="all"),
                                deeplift.attribute(plain, x, r, method=method, target="all",
                                                   softmax_centering=False), rtol=0, atol=0)
+
+
+def test_original_mode_names_select_the_same_methods():
+    from deeplift.layers import NonlinearMxtsMode
+    from deeplift.methods import get_method
+    assert get_method(NonlinearMxtsMode.RevealCancel).name == "reveal_cancel"
+    assert get_method(NonlinearMxtsMode.DeepLIFT_GenomicsDefault).name == "genomics_default"
+    assert get_method("guided-backprop").name == "guided_backprop"
+    assert {get_method(v).name for v in NonlinearMxtsMode.vals} == {
+        "gradient", "rescale", "deconvnet", "guided_backprop", "guided_backprop_rescale",
+        "reveal_cancel", "pass_through", "genomics_default"}

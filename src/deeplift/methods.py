@@ -45,10 +45,20 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 ]}
 
 
+#: the original library's NonlinearMxtsMode values name the same methods
+_ORIGINAL_NAMES = {"rescale": "rescale", "revealcancel": "reveal_cancel",
+                   "deeplift_genomicsdefault": "genomics_default", "gradient": "gradient",
+                   "guidedbackprop": "guided_backprop", "guidedbackproprescale": "guided_backprop_rescale",
+                   "deconvnet": "deconvnet", "passthrough": "pass_through"}
+
+
 def get_method(name: str) -> Method:
+    """A method by name (``"reveal_cancel"``, ``"reveal-cancel"`` or the original's
+    ``NonlinearMxtsMode.RevealCancel`` all work)."""
     if isinstance(name, Method):
         return name
     key = str(name).lower().replace("-", "_")
+    key = _ORIGINAL_NAMES.get(key, key)
     if key not in METHODS:
         raise InputError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
     return METHODS[key]
