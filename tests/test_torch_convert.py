@@ -403,3 +403,83 @@ def test_constant_built_from_the_batch_size_is_reported_when_used():
 
     with pytest.raises(deeplift.UnsupportedLayerError, match="batch size"):
         deeplift.convert(ZerosLike(), _randn(3, 4))
+
+
+# ---------------------------------------------------------------------------------------------
+# patterns a user review turned up
+
+
+class _ReverseComplementAveraged(nn.Module):
+    """The genomics habit: average the predictions for a sequence and its reverse complement."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.out = nn.Conv1d(4, 5, 3), nn.Linear(5, 2)
+
+    def strand(self, x):
+        return self.out(torch.relu(self.conv(x)).amax(-1))
+
+    def forward(self, x):
+        return (self.strand(x) + self.strand(x.flip(1, 2))) / 2
+
+
+class _ChunkedGate(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.out = nn.Conv1d(4, 8, 3), nn.Linear(4, 2)
+
+    def forward(self, x):
+        value, gate = self.conv(x).chunk(2, dim=1)
+        first, rest = (value * torch.sigmoid(gate)).split([1, 3], dim=1)
+        return self.out(torch.cat([rest, first], 1).mean(-1))
+
+
+@pytest.mark.parametrize("net_cls", [_ReverseComplementAveraged, _ChunkedGate])
+def test_flip_chunk_and_split_convert_and_sum_to_delta(net_cls):
+    torch.manual_seed(0)
+    check_converts_exactly(net_cls().double().eval(), _randn(3, 4, 12))
+
+
+def test_a_squeezed_single_output_is_one_target_per_example():
+    class Regression(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(6, 1)
+
+        def forward(self, x):
+            return self.head(x).squeeze(-1)  # (N,): one output per example
+
+    torch.manual_seed(0)
+    net = Regression().double().eval()
+    x, ref = _randn(5, 6), _randn(5, 6, seed=1)
+    scores, delta = deeplift.attribute(net, x, ref, return_delta=True)
+    assert scores.shape == (5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(scores.sum(1), net(x) - net(ref), rtol=0, atol=1e-12)
+    assert delta.abs().max() < 1e-12
+
+
+def test_a_model_returning_a_dict_is_refused_clearly():
+    class DictOut(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return {"logits": self.lin(x)}
+
+    with pytest.raises(deeplift.UnsupportedLayerError, match="returns dict.*tensor or a tuple"):
+        deeplift.convert(DictOut().eval(), torch.zeros(2, 3))
+
+
+def test_an_op_mixing_examples_is_reported_with_its_op_and_place():
+    class Centred(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.lin(x - x.mean(0))
+
+    with pytest.raises(deeplift.UnsupportedLayerError, match=r"aten\.mean.*batch axis"):
+        deeplift.convert(Centred().eval(), torch.zeros(2, 3))

@@ -65,8 +65,9 @@ def _split_by_input(model: Model, value: Any, what: str) -> list[Any]:
         if len(value) != len(names):
             raise InputError(f"{what}: the model has {len(names)} inputs {names}, got {len(value)}")
         return list(value)
-    if isinstance(value, tuple) and len(value) == 1:
-        return [value[0]]
+    if isinstance(value, (tuple, list)) and len(value) == 1 and (
+            isinstance(value, tuple) or isinstance(value[0], (np.ndarray, Tensor))):
+        return [value[0]]  # (x,) or [x] for a one-input model, as the original API passed it
     if (isinstance(value, (tuple, list)) and len(names) == 1 and value
             and all(isinstance(v, (np.ndarray, Tensor)) for v in value)):
         raise InputError(f"{what}: the model has 1 input {names}, got {len(value)} arrays; pass a "
@@ -149,6 +150,9 @@ def prepare_references(model: Model, references: Any, xs: list[Tensor], seed: in
                              f"{shape}, (N, ...) like the inputs {tuple(x.shape)}, or (N, R, ...)")
         r_counts.add(r.shape[1])
         out.append(r)
+    if 0 in r_counts:
+        raise InputError("references have an empty reference axis (N, 0, ...): give at least one "
+                         "reference per example")
     if len(r_counts - {1}) > 1:
         raise InputError(f"inputs have different numbers of references: {sorted(r_counts)}")
     n_refs = max(r_counts)
@@ -208,6 +212,8 @@ def resolve_target(model: Model, target: Any, target_layer: Any, shapes: dict[st
                    softmax_centering: bool) -> TargetSpec:
     layer = default_target_layer(model) if target_layer is None else model.resolve(target_layer, "target layer")
     n_features = math.prod(shapes[layer][1:])
+    if isinstance(target, (Tensor, np.ndarray)) and target.ndim == 0:
+        target = int(target.item())
     single = isinstance(target, (int, np.integer)) and not isinstance(target, bool)
     if isinstance(target, str):
         if target != "all":
@@ -238,6 +244,10 @@ def resolve_target(model: Model, target: Any, target_layer: Any, shapes: dict[st
 def as_model(model: Any, inputs: Any = None) -> Model:
     if isinstance(model, Model):
         return model
+    from .convert.keras import _is_keras_model
+    if _is_keras_model(model):  # a live Keras model (with the torch backend it is an nn.Module too)
+        from .convert.keras import load_keras
+        return load_keras(model)
     if isinstance(model, torch.nn.Module):
         from .convert.torch import convert_cached
         if inputs is None:
@@ -293,7 +303,7 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
     model = as_model(model, inputs)
     if max_routing not in ("conserving", "gradient"):
         raise InputError(f"max_routing must be 'conserving' or 'gradient', got {max_routing!r}")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     if m.output == "integrated_gradients" and (not isinstance(steps, (int, np.integer)) or steps < 1):
         raise InputError(f"steps must be a positive integer, got {steps!r}")

@@ -372,7 +372,7 @@ class PairRunner:
     def _delta_error(self, state: PassState, contribs: list[Tensor]) -> tuple[Tensor, Tensor]:
         """(Σ contributions − seed·Δtarget, seed·Δtarget), per (target, pair)."""
         total = sum(c.flatten(2).sum(2) for c in contribs)
-        d_target = state.delta(self.spec.layer).flatten(1)
+        d_target = state.delta(self.spec.layer).reshape(-1, self.spec.n_features)  # (P, K); also for (P,) outputs
         seeds = target_seeds(self.spec, d_target.shape[0], (self.spec.n_features,), d_target.dtype,
                              d_target.device)
         target_delta = (seeds * d_target).sum(-1)
@@ -400,8 +400,8 @@ class PairRunner:
         delta = None
         if self.return_delta:
             with torch.no_grad():
-                fx = self.model.forward_all(x_pairs, [self.spec.layer])[self.spec.layer].flatten(1)
-                fr = self.model.forward_all(r_pairs, [self.spec.layer])[self.spec.layer].flatten(1)
+                fx = self.model.forward_all(x_pairs, [self.spec.layer])[self.spec.layer].reshape(n_pairs, -1)
+                fr = self.model.forward_all(r_pairs, [self.spec.layer])[self.spec.layer].reshape(n_pairs, -1)
             seeds = target_seeds(self.spec, n_pairs, (self.spec.n_features,), fx.dtype, fx.device)
             total = sum(c.flatten(2).sum(2) for c in out)
             delta = total - (seeds * (fx - fr)).sum(-1)

@@ -21,7 +21,7 @@ from torch import Tensor
 from ..errors import DeepLiftError, InputError, UnsupportedLayerError
 from ..graph import Model
 from ..layers import (ELU, GELU, SELU, AdaptiveAvgPool, Add, AvgPool, BatchNorm, Concat, Constant,
-                      Conv, Dense, Exp, Flatten, Identity, Input, Layer, LeakyReLU, MaxPool,
+                      Conv, Dense, Exp, Flatten, Flip, Identity, Input, Layer, LeakyReLU, MaxPool,
                       MaxReduce, Mul, Pad, Permute, PReLU, ReLU, Reduce, Reshape, ScalarMul,
                       Select, Sigmoid, SiLU, Slice, Softmax, Softplus, Squeeze, Sub, Tanh, Unsqueeze)
 
@@ -174,11 +174,14 @@ class _Capture:
         rule = _OPS.get(_overload_packet(target))
         if rule is None:
             raise UnsupportedLayerError(
-                f"op {_op_name(target)} ({_where(node)}) has no DeepLIFT rule; supported ops: "
-                f"{', '.join(sorted(_op_name(k) for k in _OPS))}")
+                f"op {_op_name(target)} ({_where(node)}) has no DeepLIFT rule; rewrite that part "
+                "with supported ops (deeplift.convert.torch.supported_ops() lists them)")
         if deferred:
             raise deferred[0].error
-        return rule(self, node, bound)
+        try:
+            return rule(self, node, bound)
+        except ValueError as exc:  # a layer refusing its arguments, e.g. a permute of the batch axis
+            raise UnsupportedLayerError(f"op {_op_name(target)} ({_where(node)}): {exc}") from exc
 
 
 class _LayerRef:
@@ -559,6 +562,32 @@ def _index_select(c: _Capture, node, a):
     return c.add(Select(a["dim"], index.reshape(-1).tolist()), node, [a["self"]])
 
 
+def _flip(c: _Capture, node, a):
+    return c.add(Flip(a["dims"]), node, [a["self"]])
+
+
+def _split(c: _Capture, node, a):
+    """``split``/``split_with_sizes``/``chunk``: one slice layer per piece (read with getitem)."""
+    ndim = node.args[0].meta["val"].ndim
+    dim = a.get("dim", 0) % ndim
+    if dim == 0:
+        raise UnsupportedLayerError(f"splitting the batch axis ({_where(node)}) mixes examples")
+    length = int(node.args[0].meta["val"].shape[dim])
+    if "split_sizes" in a:
+        sizes = [int(s) for s in a["split_sizes"]]
+    elif "chunks" in a:
+        step = -(-length // int(a["chunks"]))
+        sizes = [min(step, length - i) for i in range(0, length, step)]
+    else:
+        step = int(a["split_size"])
+        sizes = [min(step, length - i) for i in range(0, length, step)]
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(c.add(Slice(dim, start, start + size), node, [a["self"]]))
+        start += size
+    return pieces
+
+
 def _pad(c: _Capture, node, a):
     mode = a.get("mode", "constant")
     if mode != "constant":
@@ -624,6 +653,8 @@ _OPS: dict[Any, Callable] = {
     aten.unsqueeze: _unsqueeze, aten.squeeze: _squeeze,
     aten.slice: _slice, aten.select: _select, aten.index: _index, aten.index_select: _index_select,
     aten.pad: _pad, aten.constant_pad_nd: _pad,
+    aten.flip: _flip,
+    aten.split: _split, aten.split_with_sizes: _split, aten.chunk: _split,
     aten.dropout: _dropout, aten.feature_dropout: _dropout, aten.alpha_dropout: _dropout,
     aten.clone: _identity, aten.contiguous: _identity, aten.alias: _identity,
     aten.detach: _identity, aten._to_copy: _to_copy, aten.to: _to_copy,
@@ -684,6 +715,14 @@ def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = T
     with _eval_mode(module), torch.no_grad():
         try:  # a module that cannot run on the examples is the user's to fix, not an export failure
             expected = module(*examples)
+            if isinstance(expected, dict) or not all(
+                    isinstance(e, Tensor) for e in (expected if isinstance(expected, (tuple, list))
+                                                    else (expected,))):
+                raise UnsupportedLayerError(
+                    f"{type(module).__name__} returns {type(expected).__name__}; deeplift needs a model "
+                    "that returns a tensor or a tuple of tensors (wrap it to return the logits)")
+        except UnsupportedLayerError:
+            raise
         except Exception as exc:  # noqa: BLE001 - re-raised with the shapes that were tried
             shapes = ", ".join(str(tuple(e.shape)) for e in examples)
             raise InputError(f"{type(module).__name__} fails on example inputs of shape {shapes}: "
@@ -705,6 +744,11 @@ def _export(module: torch.nn.Module, examples: tuple[Tensor, ...]) -> torch.expo
             errors.append(exc)
     raise UnsupportedLayerError(f"torch.export could not capture {type(module).__name__}: "
                                 f"{type(errors[-1]).__name__}: {errors[-1]}") from errors[-1]
+
+
+def supported_ops() -> list[str]:
+    """Names of the ATen ops the PyTorch front end has a rule for."""
+    return sorted(_op_name(k) for k in _OPS)
 
 
 def _check_forward(model: Model, examples, expected, atol) -> None:

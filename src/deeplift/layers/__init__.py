@@ -6,11 +6,12 @@ from .base import Constant, Input, Layer
 from .linear import AdaptiveAvgPool, AvgPool, BatchNorm, Conv, Dense, Reduce, ScalarMul
 from .merge import Add, Concat, Mul, Sub
 from .pooling import MaxPool, MaxReduce
-from .shape import Flatten, Identity, Pad, Permute, Reshape, Select, Slice, Squeeze, Unsqueeze
+from .shape import (Flatten, Flip, Identity, Pad, Permute, Reshape, Select, Slice, Squeeze,
+                    Unsqueeze)
 
 __all__ = [
     "Activation", "Add", "AdaptiveAvgPool", "AvgPool", "BatchNorm", "Concat", "Constant", "Conv",
-    "Dense", "ELU", "Exp", "Flatten", "GELU", "Identity", "Input", "Layer", "LeakyReLU", "MaxPool",
+    "Dense", "ELU", "Exp", "Flatten", "Flip", "GELU", "Identity", "Input", "Layer", "LeakyReLU", "MaxPool",
     "MaxReduce", "Mul", "PReLU", "Pad", "Permute", "ReLU", "Reduce", "Reshape", "ScalarMul", "SELU",
     "Select", "Sigmoid", "SiLU", "Slice", "Softmax", "Softplus", "Squeeze", "Sub", "Tanh", "Unsqueeze",
 ]

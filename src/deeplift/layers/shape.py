@@ -162,3 +162,24 @@ class Unsqueeze(Squeeze):
         if dim == 0:
             raise ValueError(f"layer {self.name!r}: a new leading axis would displace the batch axis")
         return x.unsqueeze(dim)
+
+
+class Flip(SignPreservingLinear):
+    """Reverse the order along non-batch ``dims`` (e.g. the reverse complement of one-hot DNA is a
+    flip of both the channel and the length axis)."""
+
+    def __init__(self, dims: Sequence[int], name: str | None = None) -> None:
+        super().__init__(name)
+        self.dims = tuple(int(d) for d in dims)
+
+    def _dims(self, ndim: int) -> tuple[int, ...]:
+        dims = tuple(d % ndim for d in self.dims)
+        if 0 in dims:
+            raise ValueError(f"layer {self.name!r}: flipping the batch axis mixes examples")
+        return dims
+
+    def linear(self, x: Tensor) -> Tensor:
+        return x.flip(self._dims(x.ndim))
+
+    def transpose(self, state, m: Tensor) -> list[Tensor]:
+        return [m.flip(self._dims(m.ndim))]
