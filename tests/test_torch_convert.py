@@ -483,3 +483,13 @@ def test_an_op_mixing_examples_is_reported_with_its_op_and_place():
 
     with pytest.raises(deeplift.UnsupportedLayerError, match=r"aten\.mean.*batch axis"):
         deeplift.convert(Centred().eval(), torch.zeros(2, 3))
+
+
+def test_attribute_on_a_module_converts_again_for_a_new_sequence_length():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(4, 3, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                        nn.Linear(3, 1)).double().eval()
+    for length in (20, 30):
+        x, ref = _randn(2, 4, length), _randn(2, 4, length, seed=1)
+        scores, delta = deeplift.attribute(net, x, ref, return_delta=True)
+        assert scores.shape == (2, 4, length) and delta.abs().max() < 1e-12

@@ -42,7 +42,10 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+        parts = [v.strip() for v in text.split(",")]
+        if any(not v.isdigit() for v in parts):
+            raise ValueError(text)
+        shape = tuple(int(v) for v in parts)
     except ValueError:
         raise CliError(f"--input-shape {text!r} is not a comma-separated list of sizes",
                        "give the shape of one example without the batch axis, e.g. 4,200") from None

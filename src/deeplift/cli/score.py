@@ -298,6 +298,8 @@ def _describe_run(say: Callable, source: Source, model: Any, inputs: Inputs, opt
     shown = ", ".join(tasks[i] if tasks and i < len(tasks) else str(i) for i in indices[:10])
     more = f", ... ({len(indices)} in all)" if len(indices) > 10 else ""
     say(f"method {opts.method}, references {refs}, targets {shown}{more}")
+    if source.note:
+        say(f"note: {source.note}")
 
 
 def _summary(inputs: Inputs, seconds: float, max_delta: float | None) -> str:

@@ -32,6 +32,7 @@ class Source:
     module: Any = None              # torch.nn.Module (python, bundled)
     program: Any = None             # torch.export.ExportedProgram
     task_names: list[str] | None = None
+    note: str | None = None         # something the user should know about the model as loaded
 
 
 def load_source(spec: str | None, weights: str | None) -> Source:
@@ -44,7 +45,10 @@ def load_source(spec: str | None, weights: str | None) -> Source:
         return Source(BUNDLED, "bundled", module=load_example_model(), task_names=list(TASK_NAMES))
     path = Path(spec)
     if not path.exists() and _PYTHON_OBJECT.match(spec):
-        return Source(spec, "python", module=_python_module(spec, weights))
+        module, built = _python_module(spec, weights)
+        note = (f"{spec} was built without --weights, so its scores are for the weights its "
+                "constructor gave it") if built and not weights else None
+        return Source(spec, "python", module=module, note=note)
     if weights:
         raise CliError(f"--weights applies to package.module:object models, not to {spec}",
                        "drop --weights (the file holds its own weights)")
@@ -116,8 +120,8 @@ def _quiet_logger(name: str):
         log.handlers, log.propagate = handlers, propagate
 
 
-def _python_module(spec: str, weights: str | None) -> Any:
-    """``package.module:object`` -> an nn.Module (an instance, or what a factory/class returns)."""
+def _python_module(spec: str, weights: str | None) -> tuple[Any, bool]:
+    """``package.module:object`` -> (an nn.Module, whether a class/factory was called to build it)."""
     import importlib
 
     import torch
@@ -135,10 +139,12 @@ def _python_module(spec: str, weights: str | None) -> Any:
             raise CliError(f"module {mod_name!r} has no attribute {obj_path!r}",
                            "name an nn.Module instance, or a class or function that returns one")
         obj = getattr(obj, part)
+    callable_made = False
     if not isinstance(obj, torch.nn.Module):
         if not callable(obj):
             raise CliError(f"{spec} is a {type(obj).__name__}, not an nn.Module",
                            "name an nn.Module instance, or a class or function that returns one")
+        callable_made = True
         try:
             obj = obj()
         except Exception as exc:  # noqa: BLE001 - the user's constructor
@@ -149,7 +155,7 @@ def _python_module(spec: str, weights: str | None) -> Any:
                            "name an nn.Module instance, or a class or function that returns one")
     if weights:
         _load_weights(obj, Path(weights))
-    return obj.eval()
+    return obj.eval(), callable_made
 
 
 def _load_weights(module: Any, path: Path) -> None:

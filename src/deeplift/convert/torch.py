@@ -785,8 +785,10 @@ _CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[Any, Model]]" = weakre
 
 def convert_cached(module: torch.nn.Module, inputs: Any) -> Model:
     """Convert once per module and weights version (``attribute`` accepts modules directly)."""
-    key = tuple((n, t.data_ptr(), t._version, t.dtype, t.device) for n, t in
-                list(module.named_parameters()) + list(module.named_buffers()))
+    examples = _example_tuple(inputs if not isinstance(inputs, dict) else tuple(inputs.values()))
+    key = (tuple((n, t.data_ptr(), t._version, t.dtype, t.device) for n, t in
+                 list(module.named_parameters()) + list(module.named_buffers())),
+           tuple(tuple(e.shape[1:]) for e in examples))  # a new example shape converts again
     hit = _CACHE.get(module)
     if hit is not None and hit[0] == key:
         return hit[1]
