@@ -493,3 +493,40 @@ def test_attribute_on_a_module_converts_again_for_a_new_sequence_length():
         x, ref = _randn(2, 4, length), _randn(2, 4, length, seed=1)
         scores, delta = deeplift.attribute(net, x, ref, return_delta=True)
         assert scores.shape == (2, 4, length) and delta.abs().max() < 1e-12
+
+
+class _Bounded(nn.Module):
+    """clamp / hardtanh / relu6 and a log-softmax inside the network, a log-softmax at the end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.clamp(self.a(x), -0.5, 0.7) + F.hardtanh(self.a(x)) + F.relu6(3 * self.a(x))
+        h = F.log_softmax(self.b(h), dim=1)
+        return F.log_softmax(self.c(h), dim=1)
+
+
+def test_clamp_relu6_and_log_softmax_convert_sum_to_delta_and_match_autograd():
+    torch.manual_seed(0)
+    net = _Bounded().double().eval()
+
+    def logits(t):  # the input of the final log-softmax: the default target
+        h = torch.clamp(net.a(t), -0.5, 0.7) + F.hardtanh(net.a(t)) + F.relu6(3 * net.a(t))
+        return net.c(F.log_softmax(net.b(h), dim=1))
+
+    x, ref = _randn(5, 6), _randn(5, 6, seed=1)
+    model = deeplift.convert(net, x)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net(x), rtol=0, atol=1e-12)
+        delta = logits(x) - logits(ref)
+    for method in METHODS:
+        scores = deeplift.attribute(model, x, ref, method=method, target="all",
+                                    softmax_centering=False)
+        torch.testing.assert_close(scores.sum(2), delta, rtol=1e-10, atol=1e-10, msg=method)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(logits(xg)[:, 1].sum(), xg)
+    torch.testing.assert_close(deeplift.attribute(model, x, method="gradient", target=1,
+                                                  softmax_centering=False), grad,
+                               rtol=1e-10, atol=1e-12)

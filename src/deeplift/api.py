@@ -14,7 +14,7 @@ from .engine import PairRunner, RuleOptions, TargetSpec
 from .errors import InputError, SummationToDeltaWarning
 from .genomics import one_hot_axis
 from .graph import Model
-from .layers.activations import Sigmoid, Softmax
+from .layers.activations import LogSoftmax, Sigmoid, Softmax
 from .layers.base import Input
 from .methods import get_method, rule_resolver
 
@@ -199,13 +199,13 @@ def default_target_layer(model: Model) -> str:
     """The logits: the input of a final sigmoid/softmax, else the (first) output layer."""
     out = model.output_names[0]
     layer = model.layers[out]
-    if isinstance(layer, (Sigmoid, Softmax)):
+    if isinstance(layer, (Sigmoid, Softmax, LogSoftmax)):
         return layer.inputs[0]
     return out
 
 
 def feeds_softmax(model: Model, name: str) -> bool:
-    return any(isinstance(model.layers[c], Softmax) for c in model.consumers(name))
+    return any(isinstance(model.layers[c], (Softmax, LogSoftmax)) for c in model.consumers(name))
 
 
 def resolve_target(model: Model, target: Any, target_layer: Any, shapes: dict[str, tuple],

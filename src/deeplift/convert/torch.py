@@ -20,8 +20,8 @@ from torch import Tensor
 
 from ..errors import DeepLiftError, InputError, UnsupportedLayerError
 from ..graph import Model
-from ..layers import (ELU, GELU, SELU, AdaptiveAvgPool, Add, AvgPool, BatchNorm, Concat, Constant,
-                      Conv, Dense, Exp, Flatten, Flip, Identity, Input, Layer, LeakyReLU, MaxPool,
+from ..layers import (ELU, GELU, SELU, AdaptiveAvgPool, Add, AvgPool, BatchNorm, Clamp, Concat, Constant,
+                      Conv, Dense, Exp, Flatten, Flip, Identity, Input, Layer, LeakyReLU, LogSoftmax, MaxPool,
                       MaxReduce, Mul, Pad, Permute, PReLU, ReLU, Reduce, Reshape, ScalarMul,
                       Select, Sigmoid, SiLU, Slice, Softmax, Softplus, Squeeze, Sub, Tanh, Unsqueeze)
 
@@ -406,6 +406,19 @@ def _softmax(c: _Capture, node, a):
     return c.add(Softmax(a["dim"]), node, [a["self"]])
 
 
+def _log_softmax(c: _Capture, node, a):
+    return c.add(LogSoftmax(a["dim"]), node, [a["self"]])
+
+
+def _clamp(inclusive: bool, lo: str = "min", hi: str = "max", defaults=(None, None)):
+    def rule(c: _Capture, node, a):
+        low, high = a.get(lo, defaults[0]), a.get(hi, defaults[1])
+        if isinstance(low, Tensor) or isinstance(high, Tensor):
+            raise UnsupportedLayerError(f"clamp with tensor bounds ({_where(node)}) has no DeepLIFT rule")
+        return c.add(Clamp(low, high, inclusive=inclusive), node, [a["self"]])
+    return rule
+
+
 def _add_like(sign: float):
     def rule(c: _Capture, node, a):
         x, y = a["self"], a["other"]
@@ -639,6 +652,11 @@ _OPS: dict[Any, Callable] = {
     aten.gelu_: _unary(lambda a: GELU(a.get("approximate", "none"))),
     aten.exp: _unary(lambda a: Exp()), aten.exp_: _unary(lambda a: Exp()),
     aten.softmax: _softmax, aten._softmax: _softmax,
+    aten.log_softmax: _log_softmax, aten._log_softmax: _log_softmax,
+    aten.clamp: _clamp(True), aten.clamp_: _clamp(True),
+    aten.hardtanh: _clamp(False, "min_val", "max_val", (-1.0, 1.0)),
+    aten.hardtanh_: _clamp(False, "min_val", "max_val", (-1.0, 1.0)),
+    aten.relu6: _clamp(False, "min_val", "max_val", (0.0, 6.0)),
     aten.add: _add_like(1.0), aten.add_: _add_like(1.0),
     aten.sub: _add_like(-1.0), aten.sub_: _add_like(-1.0), aten.rsub: _rsub,
     aten.mul: _mul, aten.mul_: _mul,

@@ -1,7 +1,7 @@
 """DeepLIFT layers: each class owns its forward, its split of Δ and its multiplier backward."""
 
-from .activations import (ELU, GELU, SELU, Activation, Exp, LeakyReLU, PReLU, ReLU, Sigmoid, SiLU,
-                          Softmax, Softplus, Tanh)
+from .activations import (ELU, GELU, SELU, Activation, Clamp, Exp, LeakyReLU, LogSoftmax, PReLU, ReLU,
+                          Sigmoid, SiLU, Softmax, Softplus, Tanh)
 from .base import Constant, Input, Layer
 from .linear import AdaptiveAvgPool, AvgPool, BatchNorm, Conv, Dense, Reduce, ScalarMul
 from .merge import Add, Concat, Mul, Sub
@@ -10,8 +10,8 @@ from .shape import (Flatten, Flip, Identity, Pad, Permute, Reshape, Select, Slic
                     Unsqueeze)
 
 __all__ = [
-    "Activation", "Add", "AdaptiveAvgPool", "AvgPool", "BatchNorm", "Concat", "Constant", "Conv",
-    "Dense", "ELU", "Exp", "Flatten", "Flip", "GELU", "Identity", "Input", "Layer", "LeakyReLU", "MaxPool",
+    "Activation", "Add", "AdaptiveAvgPool", "AvgPool", "BatchNorm", "Clamp", "Concat", "Constant", "Conv",
+    "Dense", "ELU", "Exp", "Flatten", "Flip", "GELU", "Identity", "Input", "Layer", "LeakyReLU", "LogSoftmax", "MaxPool",
     "MaxReduce", "Mul", "PReLU", "Pad", "Permute", "ReLU", "Reduce", "Reshape", "ScalarMul", "SELU",
     "Select", "Sigmoid", "SiLU", "Slice", "Softmax", "Softplus", "Squeeze", "Sub", "Tanh", "Unsqueeze",
 ]

@@ -249,16 +249,36 @@ class Exp(Activation):
         return torch.exp(x)
 
 
-class Softmax(Layer):
-    """Softmax over ``dim``, usable anywhere in a network.
+class Clamp(Activation):
+    """``clamp(x, min, max)`` (also ``hardtanh`` and ``relu6``); either bound may be None.
 
-    DeepLIFT rules see it as ``y = e·u`` with ``e = exp(x − c)`` (elementwise, Rescale), ``E = Σe``
-    (linear), ``u = 1/E`` (Rescale) and the product split by the Shapley rule. ``c`` is one shift
-    per pair shared by input and reference, so it changes nothing but overflow. The composition
-    is a per-pair linear map ``M`` with ``M·Δx = Δy`` exactly; both parts of the split and both
-    multipliers go through it (its transpose), which keeps summation-to-delta. For gradient
-    methods ``M`` is the Jacobian.
-    """
+    ``inclusive``: whether the gradient passes at the bounds themselves (``torch.clamp``) or not
+    (``hardtanh``), so that the gradient method equals autograd for each spelling."""
+
+    def __init__(self, min: float | None = None, max: float | None = None, inclusive: bool = True,
+                 name: str | None = None, **kwargs) -> None:
+        super().__init__(name, **kwargs)
+        self.min = None if min is None else float(min)
+        self.max = None if max is None else float(max)
+        self.inclusive = inclusive
+
+    def f(self, x: Tensor) -> Tensor:
+        return torch.clamp(x, self.min, self.max)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        inside = torch.ones_like(x, dtype=torch.bool)
+        if self.min is not None:
+            inside &= (x >= self.min) if self.inclusive else (x > self.min)
+        if self.max is not None:
+            inside &= (x <= self.max) if self.inclusive else (x < self.max)
+        return inside.to(x.dtype)
+
+
+class _PerPairLinearMap(Layer):
+    """A vector nonlinearity whose DeepLIFT rule is a per-pair linear map ``M`` with
+    ``M·Δx = Δy`` (built from Rescale and Shapley steps). Both parts of the split go through
+    ``M`` and both multipliers through ``Mᵀ``, which keeps summation-to-delta; for gradient
+    methods ``M`` is the Jacobian. Subclasses give ``_apply`` and ``_apply_transpose``."""
 
     def __init__(self, dim: int = -1, name: str | None = None,
                  nonlinear_mxts_mode: str | None = None) -> None:
@@ -266,31 +286,68 @@ class Softmax(Layer):
         self.dim = int(dim)
         self.nonlinear_mxts_mode = nonlinear_mxts_mode
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.softmax(x, self.dim)
-
     def _dim(self, ndim: int) -> int:
         return self.dim - ndim if self.dim >= 0 else self.dim
 
-    def _factors(self, state):
+    def _exp_parts(self, state):
+        """For ``e = exp(x − c)`` over ``dim`` (one shift ``c`` per pair for input and reference):
+        ``(dim, s_e, e_x, e_r, E_x, E_r)`` with ``s_e`` the Rescale factor of ``e`` (for gradient
+        methods ``e_x`` itself and no reference values)."""
         def compute():
-            inp = self.inputs[0]
-            x = state.x(inp)
+            x = state.x(self.inputs[0])
             d = self._dim(x.ndim)
-            eps = state.options.near_zero
             if not state.difference_based:
                 e = torch.exp(x - x.amax(d, keepdim=True))
-                u = 1 / e.sum(d, keepdim=True)
-                return d, e, -u * u, u, e
-            r = state.r(inp)
+                return d, e, e, None, e.sum(d, keepdim=True), None
+            r = state.r(self.inputs[0])
             c = torch.maximum(x.amax(d, keepdim=True), r.amax(d, keepdim=True))
             ex, er = torch.exp(x - c), torch.exp(r - c)
-            sx, sr = ex.sum(d, keepdim=True), er.sum(d, keepdim=True)
+            dx = x - r
+            near = dx.abs() < state.options.near_zero
+            s_e = torch.where(near, er, (ex - er) / torch.where(near, torch.ones_like(dx), dx))
+            return d, s_e, ex, er, ex.sum(d, keepdim=True), er.sum(d, keepdim=True)
+        return state.cached(self, "exp", compute)
+
+    def _rescale_of_sum(self, state, fx: Tensor, fr: Tensor, sx: Tensor, sr: Tensor,
+                        slope_at_ref: Tensor) -> Tensor:
+        """Rescale factor of a function of the exp-sum: (f(Sx) − f(Sr)) / (Sx − Sr)."""
+        ds = sx - sr
+        near = ds.abs() < state.options.near_zero * sr
+        return torch.where(near, slope_at_ref, (fx - fr) / torch.where(near, torch.ones_like(ds), ds))
+
+    def _apply(self, state, v: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _apply_transpose(self, state, m: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def split(self, state) -> Split:
+        p, n = state.split(self.inputs[0])
+        return self._apply(state, p), self._apply(state, n)
+
+    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+        return [(self._apply_transpose(state, m_pos),
+                 None if m_neg is None else self._apply_transpose(state, m_neg))]
+
+
+class Softmax(_PerPairLinearMap):
+    """Softmax over ``dim``, usable anywhere in a network.
+
+    DeepLIFT rules see it as ``y = e·u`` with ``e = exp(x − c)`` (elementwise, Rescale), ``E = Σe``
+    (linear), ``u = 1/E`` (Rescale) and the product split by the Shapley rule.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.softmax(x, self.dim)
+
+    def _factors(self, state):
+        def compute():
+            d, s_e, ex, er, sx, sr = self._exp_parts(state)
+            if er is None:
+                u = 1 / sx
+                return d, s_e, -u * u, u, ex
             ux, ur = 1 / sx, 1 / sr
-            dx, ds = x - r, sx - sr
-            near_x, near_s = dx.abs() < eps, ds.abs() < eps * sr
-            s_e = torch.where(near_x, er, (ex - er) / torch.where(near_x, torch.ones_like(dx), dx))
-            s_u = torch.where(near_s, -ur * ur, (ux - ur) / torch.where(near_s, torch.ones_like(ds), ds))
+            s_u = self._rescale_of_sum(state, ux, ur, sx, sr, -ur * ur)
             return d, s_e, s_u, 0.5 * (ux + ur), 0.5 * (ex + er)
         return state.cached(self, "factors", compute)
 
@@ -303,10 +360,26 @@ class Softmax(Layer):
         d, s_e, s_u, u_bar, e_bar = self._factors(state)
         return s_e * (u_bar * m + s_u * (e_bar * m).sum(d, keepdim=True))
 
-    def split(self, state) -> Split:
-        p, n = state.split(self.inputs[0])
-        return self._apply(state, p), self._apply(state, n)
 
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
-        return [(self._apply_transpose(state, m_pos),
-                 None if m_neg is None else self._apply_transpose(state, m_neg))]
+class LogSoftmax(_PerPairLinearMap):
+    """``log_softmax`` over ``dim``: ``y = (x − c) − log E`` with ``E = Σ exp(x − c)``; the log of
+    the sum takes a Rescale factor, the exponentials theirs."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.log_softmax(x, self.dim)
+
+    def _factors(self, state):
+        def compute():
+            d, s_e, _, er, sx, sr = self._exp_parts(state)
+            if er is None:
+                return d, s_e, 1 / sx
+            return d, s_e, self._rescale_of_sum(state, torch.log(sx), torch.log(sr), sx, sr, 1 / sr)
+        return state.cached(self, "factors", compute)
+
+    def _apply(self, state, v: Tensor) -> Tensor:
+        d, s_e, s_log = self._factors(state)
+        return v - s_log * (s_e * v).sum(d, keepdim=True)
+
+    def _apply_transpose(self, state, m: Tensor) -> Tensor:
+        d, s_e, s_log = self._factors(state)
+        return m - s_e * (s_log * m.sum(d, keepdim=True))
