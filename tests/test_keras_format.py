@@ -1,4 +1,4 @@
-"""Tests for deeplift.convert.keras_format: reading Keras files without Keras.
+"""Tests for deeplift.frontends.keras_format: reading Keras files without Keras.
 
 (a) the conformance .h5 files written by tf_keras 2.15; (b) Keras 3 round trips (.keras and
 legacy .h5) of small models built here, checked against the live Keras objects; (c) bad files;
@@ -21,7 +21,7 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before any keras import
 
-from deeplift.convert.keras_format import (  # noqa: E402
+from deeplift.frontends.keras_format import (  # noqa: E402
     KerasModel,
     canonical_weight_name,
     read_keras_config,

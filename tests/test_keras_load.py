@@ -1,4 +1,4 @@
-"""deeplift.load / deeplift.convert.keras: Keras models -> deeplift.Model.
+"""deeplift.load / deeplift.frontends.keras: Keras models -> deeplift.Model.
 
 (a) the conformance cases: .h5 files written by tf_keras 2.15 with the ORIGINAL DeepLIFT's
 scores; our forward pass must equal Keras and our scores the original's (with the original's
@@ -23,8 +23,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")  # before any keras import
 
 import deeplift  # noqa: E402
 from deeplift.api import default_target_layer, feeds_softmax  # noqa: E402
-from deeplift.convert.keras import keras_to_model, load_keras  # noqa: E402
-from deeplift.convert.keras_format import read_keras_config  # noqa: E402
+from deeplift.frontends.keras import keras_to_model, load_keras  # noqa: E402
+from deeplift.frontends.keras_format import read_keras_config  # noqa: E402
 from deeplift.errors import InputError, UnsupportedLayerError  # noqa: E402
 
 # Keras 3 internals call np.array(variable) without the numpy-2 copy keyword; not our concern.

@@ -416,10 +416,10 @@ def test_our_plain_layers_work_in_the_wrappers():
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 CASES = sorted(p.stem for p in CONFORMANCE.glob("*.npz") if p.stem != "dinuc_shuffle") \
     if CONFORMANCE.is_dir() else []
-HAVE_KERAS_CONVERTER = importlib.util.find_spec("deeplift.convert.keras") is not None
+HAVE_KERAS_CONVERTER = importlib.util.find_spec("deeplift.frontends.keras") is not None
 needs_converter = pytest.mark.skipif(
     not (HAVE_KERAS_CONVERTER and CASES),
-    reason="needs deeplift.convert.keras and the conformance files in ../shared/conformance")
+    reason="needs deeplift.frontends.keras and the conformance files in ../shared/conformance")
 
 #: fp32-fragile multipliers. conv2d_channels_first's Tanh follows a convolution whose output
 #: differs from its reference by as little as 1.5e-4 on outputs of size ~1: the float32

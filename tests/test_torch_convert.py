@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import deeplift
-from deeplift.convert.torch import convert_cached
+from deeplift.frontends.torch import convert_cached
 from deeplift.layers import Add, Concat, Dense, Mul, ReLU, Reduce, Reshape
 from random_models import single_thread
 

@@ -9,27 +9,25 @@ from .api import attribute
 from .errors import (DeepLiftError, InputError, ModelFormatError, SummationToDeltaWarning,
                      UnsupportedLayerError)
 from .graph import Model
-from . import convert as _convert_package  # noqa: F401  load the subpackage first, so that the
-# function below (not the subpackage) is what ``deeplift.convert`` names: importing a submodule
-# such as ``deeplift.convert.torch`` later no longer rebinds the package attribute
 
 __version__ = "1.0.0.dev0"
 
 
 def convert(module, example_inputs, **kwargs) -> Model:
-    """Capture a ``torch.nn.Module`` as a deeplift :class:`Model` (see ``deeplift.convert.torch``)."""
-    from .convert.torch import convert_module
+    """Capture a ``torch.nn.Module`` as a deeplift :class:`Model` (see ``deeplift.frontends.torch``)."""
+    from .frontends.torch import convert_module
     return convert_module(module, example_inputs, **kwargs)
 
 
 def load(path, **kwargs) -> Model:
     """Load a saved model: Keras 2 ``.h5`` or Keras 3 ``.keras`` (read without TensorFlow)."""
-    from .convert.keras import load_keras
+    from .frontends.keras import load_keras
     return load_keras(path, **kwargs)
 
 
 _SUBMODULES = {"models", "conversion", "util", "dinuc_shuffle", "visualization", "blobs", "layers",
-               "references", "genomics", "io", "viz", "methods", "engine", "examples", "cli"}
+               "references", "genomics", "io", "viz", "methods", "engine", "examples", "cli",
+               "frontends", "legacy"}
 
 
 def __getattr__(name: str):

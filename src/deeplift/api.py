@@ -244,12 +244,12 @@ def resolve_target(model: Model, target: Any, target_layer: Any, shapes: dict[st
 def as_model(model: Any, inputs: Any = None) -> Model:
     if isinstance(model, Model):
         return model
-    from .convert.keras import _is_keras_model
+    from .frontends.keras import _is_keras_model
     if _is_keras_model(model):  # a live Keras model (with the torch backend it is an nn.Module too)
-        from .convert.keras import load_keras
+        from .frontends.keras import load_keras
         return load_keras(model)
     if isinstance(model, torch.nn.Module):
-        from .convert.torch import convert_cached
+        from .frontends.torch import convert_cached
         if inputs is None:
             raise InputError("an nn.Module needs example inputs to be converted")
         return convert_cached(model, inputs)

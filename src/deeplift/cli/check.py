@@ -57,7 +57,7 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
 def _convert_unchecked(source: Source, x: np.ndarray) -> Any:
     import torch
 
-    from ..convert.torch import convert_module
+    from ..frontends.torch import convert_module
     from ..errors import UnsupportedLayerError
     try:
         return convert_module(source.module, torch.from_numpy(x[:2]), check=False)

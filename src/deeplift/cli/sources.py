@@ -83,7 +83,7 @@ def _load_keras(path: Path) -> Any:
 
 def _load_exported(path: Path) -> tuple[Any, Any]:
     import torch
-    from ..convert.torch import convert_exported
+    from ..frontends.torch import convert_exported
     from ..errors import UnsupportedLayerError
     fix = "save the model with torch.export.save(torch.export.export(module.eval(), (x,)), 'model.pt2')"
     if not zipfile.is_zipfile(path):
@@ -189,7 +189,7 @@ def convert_source(source: Source, example: Any) -> Any:
     """The deeplift Model of a source; nn.Modules are converted on ``example`` (N >= 1, ...)."""
     if source.model is not None:
         return source.model
-    from ..convert.torch import convert_module
+    from ..frontends.torch import convert_module
     from ..errors import DeepLiftError, UnsupportedLayerError
     examples = _as_tensors(example)
     _probe_forward(source, examples)

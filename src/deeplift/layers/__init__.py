@@ -16,13 +16,20 @@ __all__ = [
     "Select", "Sigmoid", "SiLU", "Slice", "Softmax", "Softplus", "Squeeze", "Sub", "Tanh", "Unsqueeze",
 ]
 
-# The original DeepLIFT's (v0.6.13) names, for its existing users: the enums, and its layer
-# modules ``core``/``convolutional``/``normalization`` holding TF-layout, original-signature
-# constructors (see ``layers/original.py``; ``deeplift.blobs`` is an alias of this package).
-from .original import (ConvMxtsMode, DataFormat, DenseMxtsMode, MaxPoolDeepLiftMode,  # noqa: E402
-                       NonlinearMxtsMode, PaddingMode, ScoringMode)
-# original layer names that do not clash with ours (ours take PyTorch layouts; Dense, Concat and
-# the activations also accept the original's kernel=/axis=/nonlinear_mxts_mode= keywords)
-from .original import (AvgPool1D, AvgPool2D, BatchNormalization, Conv1D, Conv2D,  # noqa: E402
-                       GlobalAvgPool1D, GlobalMaxPool1D, MaxPool1D, MaxPool2D, NoOp)
-from . import convolutional, core, normalization, original  # noqa: E402
+# The original DeepLIFT's (v0.6.13) names — its enums, its original-signature layers (TF layout) and
+# its modules ``core``/``convolutional``/``normalization`` — are re-exported from
+# ``deeplift.legacy`` on first use, so that the core never loads the compatibility layer.
+_ORIGINAL_NAMES = {"ConvMxtsMode", "DataFormat", "DenseMxtsMode", "MaxPoolDeepLiftMode",
+                   "NonlinearMxtsMode", "PaddingMode", "ScoringMode", "AvgPool1D", "AvgPool2D",
+                   "BatchNormalization", "Conv1D", "Conv2D", "GlobalAvgPool1D", "GlobalMaxPool1D",
+                   "MaxPool1D", "MaxPool2D", "NoOp"}
+_ORIGINAL_MODULES = {"core", "convolutional", "normalization"}
+
+
+def __getattr__(name: str):
+    import importlib
+    if name in _ORIGINAL_NAMES:
+        return getattr(importlib.import_module("deeplift.legacy.layers"), name)
+    if name in _ORIGINAL_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,20 +29,20 @@ import numpy as np
 from torch import Tensor
 
 from ..errors import DeepLiftError, InputError
-from ..util import enum
-from . import activations as _act
-from .base import Input as _Input
-from .linear import AvgPool as _AvgPool
-from .linear import BatchNorm as _BatchNorm
-from .linear import Conv as _Conv
-from .linear import Dense as _Dense
-from .linear import Reduce as _Reduce
-from .linear import torch_pad_arg
-from .merge import Concat as _Concat
-from .pooling import MaxPool as _MaxPool
-from .pooling import MaxReduce as _MaxReduce
-from .shape import Flatten as _Flatten
-from .shape import Identity as _Identity
+from .util import enum
+from ..layers import activations as _act
+from ..layers.base import Input as _Input
+from ..layers.linear import AvgPool as _AvgPool
+from ..layers.linear import BatchNorm as _BatchNorm
+from ..layers.linear import Conv as _Conv
+from ..layers.linear import Dense as _Dense
+from ..layers.linear import Reduce as _Reduce
+from ..layers.linear import torch_pad_arg
+from ..layers.merge import Concat as _Concat
+from ..layers.pooling import MaxPool as _MaxPool
+from ..layers.pooling import MaxReduce as _MaxReduce
+from ..layers.shape import Flatten as _Flatten
+from ..layers.shape import Identity as _Identity
 
 # ---------------------------------------------------------------------------------------------
 # enums (plain strings, as in the original)
@@ -122,7 +122,7 @@ class OriginalLayer:
 
     def get_activation_vars(self):
         """A handle on this layer's output for :func:`deeplift.util.compile_func`."""
-        from ..models import activation_handle
+        from .handles import activation_handle
         return activation_handle(self)
 
     def build_fwd_pass_vars(self) -> None:

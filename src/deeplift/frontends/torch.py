@@ -175,7 +175,7 @@ class _Capture:
         if rule is None:
             raise UnsupportedLayerError(
                 f"op {_op_name(target)} ({_where(node)}) has no DeepLIFT rule; rewrite that part "
-                "with supported ops (deeplift.convert.torch.supported_ops() lists them)")
+                "with supported ops (deeplift.frontends.torch.supported_ops() lists them)")
         if deferred:
             raise deferred[0].error
         try:

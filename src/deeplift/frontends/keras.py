@@ -1,7 +1,7 @@
 """Keras models -> :class:`deeplift.Model`, without TensorFlow (Keras itself only for live models).
 
 ``load_keras(path)`` reads a Keras 2 ``.h5`` or Keras 3 ``.keras`` file with
-:mod:`deeplift.convert.keras_format` (h5py/zipfile/json; code stored in a file is never run) and
+:mod:`deeplift.frontends.keras_format` (h5py/zipfile/json; code stored in a file is never run) and
 maps every Keras layer call onto deeplift layers. A live ``keras.Model`` is read through its
 JSON config and ``layer.weights``.
 

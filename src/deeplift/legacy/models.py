@@ -1,0 +1,427 @@
+"""The original DeepLIFT's model API (``deeplift.models``, v0.6.13) over our engine.
+
+:class:`SequentialModel` and :class:`GraphModel` wrap a :class:`deeplift.Model` and give the
+original's scoring functions::
+
+    f = model.get_target_contribs_func(find_scores_layer_idx=0, target_layer_idx=-2)
+    scores = f(task_idx=0, input_data_list=[X], input_references_list=[R], batch_size=10,
+               progress_update=1000)          # a list of per-example float32 arrays
+
+with the original's semantics (its spec §5): one target unit seeded with 1 (``OneAndZeros``),
+contributions ``m⁺·C⁺ + m⁻·C⁻`` of each find-scores layer computed from a forward pass on the
+input *and* the reference for every mode (so Gradient/GuidedBackprop/DeconvNet "contributions"
+are multipliers × (x − r)), multipliers ``½(m⁺ + m⁻)`` of Input layers only.
+
+The nonlinearity mode is fixed when the wrapper is made: each activation layer uses its own
+``nonlinear_mxts_mode`` attribute if it has one (the original-signature layers of
+:mod:`deeplift.layers.original`), else the wrapper's (``DeepLIFT_GenomicsDefault`` unless told
+otherwise), resolved to a rule of ours (``DeepLIFT_GenomicsDefault``: Rescale after a
+convolution, RevealCancel after a dense layer, an error anywhere else — as the original).
+Numbers follow the original: float32, max pooling routes to the input's argmax, RevealCancel
+pseudocounts and the other float32 details (``RuleOptions(max_routing="gradient",
+original_quirks=True)``; pass ``rule_options=`` to change that).
+
+Layer indices (``find_scores_layer_idx``, ``target_layer_idx``) count the layers of
+``get_layers()``, which leaves out helper layers a converter marks ``auxiliary = True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .. import engine
+from ..engine import PassState, RuleOptions
+from ..errors import InputError
+from ..graph import Model
+from ..layers.activations import Activation, Softmax
+from ..layers.base import Input, Layer
+from .layers import (MODE_TO_RULE, MultipliersNotAvailableError, NonlinearMxtsMode,
+                              OriginalInputError, TargetLayerError, UnsupportedModeError,
+                              check_mode)
+from ..methods import _TRANSPARENT, genomics_default_rule, get_method, rule_resolver
+from .util import enum as _enum
+from .util import run_function_in_batches
+from .handles import ActivationHandle, _register, activation_handle  # noqa: F401  (public here)
+
+__all__ = ["SequentialModel", "GraphModel", "FuncType", "activation_handle",
+           "TargetLayerError", "MultipliersNotAvailableError", "UnsupportedModeError"]
+
+FuncType = _enum(contribs="contribs", multipliers="multipliers",
+                 contribs_of_input_with_filter_refs="contribs_of_input_with_filter_refs")
+
+
+# ---------------------------------------------------------------------------------------------
+# nonlinearity modes
+
+
+def _is_activation(layer: Layer) -> bool:
+    return isinstance(layer, (Activation, Softmax))
+
+
+def _preceding(model: Model, layer: Layer) -> Layer:
+    source = model.layers[layer.inputs[0]]
+    while isinstance(source, _TRANSPARENT) and source.inputs:
+        source = model.layers[source.inputs[0]]
+    return source
+
+
+def resolve_nonlinear_modes(model: Model, default_mode: str | None = None,
+                            overrides: dict[str, str] | None = None,
+                            verbose: bool = False) -> dict[str, str]:
+    """Rule name of every activation layer, from its mode (``overrides`` by layer name, else the
+    layer's own ``nonlinear_mxts_mode``, else ``default_mode``, else
+    ``DeepLIFT_GenomicsDefault``). Each layer's ``nonlinear_mxts_mode`` is set to the resolved
+    mode, as the original did."""
+    overrides = overrides or {}
+    rules: dict[str, str] = {}
+    for name, layer in model.layers.items():
+        if not _is_activation(layer):
+            continue
+        mode = (overrides.get(name) or getattr(layer, "nonlinear_mxts_mode", None) or default_mode
+                or NonlinearMxtsMode.DeepLIFT_GenomicsDefault)
+        check_mode(mode, NonlinearMxtsMode, "nonlinear_mxts_mode")
+        if mode == NonlinearMxtsMode.DeepLIFT_GenomicsDefault:
+            try:
+                rule = genomics_default_rule(model, layer, strict=True)
+            except InputError:
+                src = _preceding(model, layer)
+                raise UnsupportedModeError(
+                    f"Unsure how to resolve DeepLIFT_GenomicsDefault for layer {name!r}: it follows "
+                    f"{src.name!r} ({type(src).__name__}), but the mode is defined only for "
+                    "activations after a dense or convolution layer (optionally with batch norm "
+                    "or dropout in between); choose another nonlinear_mxts_mode") from None
+            mode = NonlinearMxtsMode.RevealCancel if rule == "reveal_cancel" else NonlinearMxtsMode.Rescale
+            if verbose:
+                src = _preceding(model, layer)
+                print(f"For layer {name} the preceding linear layer is {src.name} of type "
+                      f"{type(src).__name__};\nIn accordance with nonlinear_mxts_mode="
+                      f"DeepLIFT_GenomicsDefault we are setting the NonlinearMxtsMode to {mode}")
+        rules[name] = MODE_TO_RULE[mode]
+        try:
+            layer.nonlinear_mxts_mode = mode
+        except AttributeError:  # pragma: no cover - a read-only attribute on a custom layer
+            pass
+    return rules
+
+
+# ---------------------------------------------------------------------------------------------
+# building models from layers
+
+
+def _collect(layers: Iterable[Layer]) -> list[Layer]:
+    """The given layers and every layer wired into them (``set_inputs`` with layer objects)."""
+    out: dict[int, Layer] = {}
+    stack = list(layers)[::-1]
+    order: list[Layer] = []
+    while stack:
+        layer = stack.pop()
+        if id(layer) in out:
+            continue
+        out[id(layer)] = layer
+        order.append(layer)
+        stack.extend(reversed(getattr(layer, "_input_layers", [])))
+    # listed layers first (their order decides ties in the topological order), then helpers
+    listed = {id(l) for l in layers}
+    return [l for l in layers] + [l for l in order if id(l) not in listed]
+
+
+def _name_layers(layers: Sequence[Layer]) -> None:
+    taken = {l.name for l in layers if l.name is not None}
+    k = 0
+    for layer in layers:
+        if layer.name is None:
+            while f"{type(layer).__name__.lower()}_{k}" in taken:
+                k += 1
+            layer.name = f"{type(layer).__name__.lower()}_{k}"
+            taken.add(layer.name)
+
+
+def _visible(layers: Iterable[Layer]) -> list[Layer]:
+    return [l for l in layers if not getattr(l, "auxiliary", False)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the wrappers
+
+
+class _OriginalModel:
+    """What SequentialModel and GraphModel share: mode resolution and the scoring functions."""
+
+    def _setup(self, model: Model, nonlinear_mxts_mode: str | None, verbose: bool,
+               layer_overrides: dict[str, str] | None, rule_options: RuleOptions | None) -> None:
+        if nonlinear_mxts_mode is not None:
+            check_mode(nonlinear_mxts_mode, NonlinearMxtsMode, "nonlinear_mxts_mode")
+        self._model = model
+        self._options = rule_options or RuleOptions(max_routing="gradient", original_quirks=True)
+        self._rules = resolve_nonlinear_modes(model, nonlinear_mxts_mode, layer_overrides, verbose)
+        self._rule_for = rule_resolver(model, get_method("rescale"), overrides=self._rules)
+        _register(model)
+
+    # -- inspection -------------------------------------------------------------------------------
+    @property
+    def model(self) -> Model:
+        """The wrapped :class:`deeplift.Model` (usable with ``deeplift.attribute``)."""
+        return self._model
+
+    def get_input_layer_names(self) -> list[str]:
+        return list(self._input_layer_names)
+
+    def get_name_to_layer(self) -> dict[str, Layer]:
+        return dict(self._name_to_layer)
+
+    def nonlinear_rules(self) -> dict[str, str]:
+        """The rule of ours each activation layer uses (after resolving the genomics default)."""
+        return dict(self._rules)
+
+    # -- scoring functions ------------------------------------------------------------------------
+    def _get_func(self, find_layers: list[Layer], single: bool, target: Layer,
+                  func_type: str) -> Callable:
+        model = self._model
+        if _is_activation(target):
+            raise TargetLayerError(
+                f"You set the target layer to an activation layer ({target.name!r}, "
+                f"{type(target).__name__}), which is unusual, so this is an error: did you mean to "
+                "set the target layer to the layer *before* the activation layer instead? "
+                "(recommended for classification: score the pre-activation logits)")
+        consumers = [model.layers[c] for c in model.consumers(target.name)]
+        if len(consumers) > 1:
+            print(f"WARNING: the target layer {target.name} has multiple output layers "
+                  f"{[c.name for c in consumers]}")
+        elif len(consumers) == 1 and not _is_activation(consumers[0]):
+            print(f"WARNING!!! the target layer {target.name} is followed by "
+                  f"{consumers[0].name} ({type(consumers[0]).__name__}), which is not an "
+                  "activation layer: are you sure this is the layer you want to explain?")
+        if func_type == FuncType.multipliers:
+            for layer in find_layers:
+                if not isinstance(layer, Input):
+                    raise MultipliersNotAvailableError(
+                        f"'{type(layer).__name__}' object has no attribute 'get_mxts': multipliers "
+                        f"are available for Input layers only, and {layer.name!r} is not one "
+                        "(use get_target_contribs_func for hidden layers)")
+        elif func_type != FuncType.contribs:
+            raise NotImplementedError(f"func_type {func_type!r} is not implemented")
+        find_names = [l.name for l in find_layers]
+        needed = [target.name, *find_names]
+        input_names = model.input_names
+        n_inputs = len(input_names)
+        options, rule_for = self._options, self._rule_for
+        contribs = func_type == FuncType.contribs
+
+        def batch(arrays: list[np.ndarray], task_idx: int):
+            dtype, device = model.dtype, model.device
+            ts = [torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
+                  for a in arrays]
+            with torch.no_grad():
+                x_values, r_values = engine.forward_together(model, ts[:n_inputs], ts[n_inputs:],
+                                                             needed)
+                state = PassState(model, x_values, r_values, None, None, rule_for, options)
+                out = state.x(target.name)
+                if not -out.shape[-1] <= task_idx < out.shape[-1]:
+                    raise InputError(f"task_idx {task_idx} is out of range: the target layer "
+                                     f"{target.name!r} has {out.shape[-1]} units")
+                seeds = torch.zeros((1, *out.shape), dtype=out.dtype, device=out.device)
+                seeds[0, ..., task_idx] = 1
+                mults = engine.backward(model, state, target.name, seeds, find_names)
+                results = []
+                for name in find_names:
+                    m_pos, m_neg = mults[name]
+                    if contribs:
+                        v = engine.contributions(state, name, (m_pos, m_neg))
+                    else:
+                        v = m_pos if m_neg is None else 0.5 * (m_pos + m_neg)
+                    results.append(v[0].detach().cpu().numpy().astype(np.float32, copy=False))
+            return results[0] if single else results
+
+        def func(task_idx, input_data_list, batch_size, progress_update,
+                 input_references_list=None):
+            if not isinstance(task_idx, (int, np.integer)) or isinstance(task_idx, bool):
+                raise OriginalInputError(f"task_idx must be an int, got {task_idx!r}")
+            data = self._inputs_in_order(input_data_list, "input_data_list")
+            if input_references_list is None:
+                print("No reference provided - using zeros")
+                refs = [0.0] * n_inputs
+            else:
+                refs = self._inputs_in_order(input_references_list, "input_references_list")
+            data_arrays, ref_arrays = [], []
+            for name, x, r in zip(input_names, data, refs):
+                x = np.asarray(x)
+                try:
+                    r = np.ones_like(x) * np.asarray(r)
+                except ValueError:
+                    raise OriginalInputError(
+                        f"the reference for input {name!r} of shape {np.shape(r)} does not "
+                        f"broadcast to the input's shape {x.shape}") from None
+                data_arrays.append(x.astype(np.float32, copy=False))
+                ref_arrays.append(r.astype(np.float32, copy=False))
+            if len({len(x) for x in data_arrays}) > 1:
+                raise OriginalInputError(f"the inputs have different numbers of examples: "
+                                         f"{[len(x) for x in data_arrays]}")
+            return run_function_in_batches(
+                lambda arrays: batch(arrays, int(task_idx)), data_arrays + ref_arrays,
+                batch_size=batch_size, progress_update=progress_update,
+                multimodal_output=not single)
+
+        return func
+
+    def _inputs_in_order(self, value, what: str) -> list:
+        names = self._input_layer_names
+        if isinstance(value, dict):
+            if not self._accepts_dict:
+                raise OriginalInputError(f"{what}: a SequentialModel takes a list with one array "
+                                         "per input layer, not a dict")
+            missing = [n for n in names if n not in value]
+            if missing:
+                raise OriginalInputError(f"{what}: no entry for input layer(s) {missing}; the "
+                                         f"input layers are {names}")
+            return [value[n] for n in names]
+        if not isinstance(value, (list, tuple)):
+            if len(names) == 1 and isinstance(value, np.ndarray):
+                return [value]
+            raise OriginalInputError(f"{what} must be a list with one entry per input layer "
+                                     f"{names}, got {type(value).__name__}")
+        if len(value) != len(names):
+            raise OriginalInputError(f"{what} has {len(value)} entries; the model has "
+                                     f"{len(names)} input layer(s) {names}")
+        return list(value)
+
+
+class SequentialModel(_OriginalModel):
+    """``SequentialModel(layers)``: a chain of layers whose first is the Input.
+
+    ``layers`` are wired with ``set_inputs`` (a layer given without inputs is wired after the one
+    before it); a :class:`deeplift.Model` is accepted too. Extensions: ``nonlinear_mxts_mode``
+    (the mode of activation layers that do not carry their own), ``verbose``, ``layer_overrides``
+    ({layer name: NonlinearMxtsMode}) and ``rule_options``.
+    """
+
+    _accepts_dict = False
+
+    def __init__(self, layers: "Sequence[Layer] | Model", *, nonlinear_mxts_mode: str | None = None,
+                 verbose: bool = False, layer_overrides: dict[str, str] | None = None,
+                 rule_options: RuleOptions | None = None) -> None:
+        if isinstance(layers, Model):
+            model = layers
+            listed = _visible(model.layers.values())
+        else:
+            listed = list(layers)
+            if not listed or not isinstance(listed[0], Input):
+                raise OriginalInputError("the first layer of a SequentialModel must be an Input")
+            _name_layers(listed)
+            for prev, layer in zip(listed, listed[1:]):
+                if not layer.inputs and not isinstance(layer, Input):
+                    layer.set_inputs(prev)
+            model = Model(_collect(listed), inputs=[listed[0].name])
+            listed = _visible(listed)
+        self._layers = listed
+        self._input_layer_names = [model.input_names[0]]
+        self._name_to_layer = {l.name: l for l in listed}
+        self._setup(model, nonlinear_mxts_mode, verbose, layer_overrides, rule_options)
+
+    def get_layers(self) -> list[Layer]:
+        return list(self._layers)
+
+    def _layer(self, idx_or_name) -> Layer:
+        if isinstance(idx_or_name, str):
+            if idx_or_name not in self._name_to_layer:
+                raise OriginalInputError(f"no layer named {idx_or_name!r}; layers: "
+                                         f"{list(self._name_to_layer)}")
+            return self._name_to_layer[idx_or_name]
+        return self._layers[idx_or_name]
+
+    def _find_layers(self, find) -> tuple[list[Layer], bool]:
+        if isinstance(find, (list, tuple)):
+            return [self._layer(f) for f in find], False
+        return [self._layer(find)], True
+
+    def get_target_contribs_func(self, find_scores_layer_idx=0, target_layer_idx=-2, *,
+                                 find_scores_layer_name=None, target_layer_name=None) -> Callable:
+        """``f(task_idx, input_data_list, batch_size, progress_update, input_references_list=None)``
+        returning the contributions of the find-scores layer(s) (indices into ``get_layers()``,
+        or names) to unit ``task_idx`` of the target layer (default −2: the logits before a final
+        sigmoid/softmax)."""
+        return self._func(find_scores_layer_idx, target_layer_idx, find_scores_layer_name,
+                          target_layer_name, FuncType.contribs)
+
+    def get_target_multipliers_func(self, find_scores_layer_idx=0, target_layer_idx=-2, *,
+                                    find_scores_layer_name=None, target_layer_name=None) -> Callable:
+        """Like :meth:`get_target_contribs_func`, returning the multipliers ½(m⁺ + m⁻) of Input
+        find-scores layers."""
+        return self._func(find_scores_layer_idx, target_layer_idx, find_scores_layer_name,
+                          target_layer_name, FuncType.multipliers)
+
+    def _func(self, find_idx, target_idx, find_name, target_name, func_type) -> Callable:
+        find_layers, single = self._find_layers(find_name if find_name is not None else find_idx)
+        target = self._layer(target_name if target_name is not None else target_idx)
+        return self._get_func(find_layers, single, target, func_type)
+
+
+class GraphModel(_OriginalModel):
+    """``GraphModel(name_to_layer, input_layer_names)``: any DAG of layers, addressed by name.
+
+    Scoring functions take ``input_data_list`` (and references) as a list in
+    ``input_layer_names`` order or a dict keyed by those names. A :class:`deeplift.Model` is
+    accepted in place of ``name_to_layer``. Extensions as for :class:`SequentialModel`.
+    """
+
+    _accepts_dict = True
+
+    def __init__(self, name_to_layer: "dict[str, Layer] | Model",
+                 input_layer_names: Sequence[str] | None = None, *,
+                 nonlinear_mxts_mode: str | None = None, verbose: bool = False,
+                 layer_overrides: dict[str, str] | None = None,
+                 rule_options: RuleOptions | None = None) -> None:
+        if isinstance(name_to_layer, Model):
+            model = name_to_layer
+            name_to_layer = {n: l for n, l in model.layers.items()
+                             if not getattr(l, "auxiliary", False)}
+            input_layer_names = list(input_layer_names or model.input_names)
+            if [name_to_layer[n].name for n in input_layer_names] != model.input_names:
+                raise OriginalInputError(f"input_layer_names {input_layer_names} must be the "
+                                         f"model's inputs {model.input_names} in that order")
+        else:
+            if input_layer_names is None:
+                raise OriginalInputError("GraphModel needs input_layer_names")
+            name_to_layer = dict(name_to_layer)
+            layers = list(name_to_layer.values())
+            _name_layers(layers)
+            missing = [n for n in input_layer_names if n not in name_to_layer]
+            if missing:
+                raise OriginalInputError(f"input layer(s) {missing} are not in name_to_layer")
+            model = Model(_collect(layers),
+                          inputs=[name_to_layer[n].name for n in input_layer_names])
+        self._name_to_layer = name_to_layer
+        self._input_layer_names = list(input_layer_names)
+        self._setup(model, nonlinear_mxts_mode, verbose, layer_overrides, rule_options)
+
+    def get_layers(self) -> list[Layer]:
+        """Every (non-helper) layer, in topological order."""
+        return _visible(self._model.layers.values())
+
+    def _layer(self, name: str) -> Layer:
+        if name not in self._name_to_layer:
+            raise OriginalInputError(f"no layer named {name!r}; layers: {list(self._name_to_layer)}")
+        return self._name_to_layer[name]
+
+    def get_target_contribs_func(self, find_scores_layer_name, pre_activation_target_layer_name
+                                 ) -> Callable:
+        """Contributions of the named find-scores layer(s) (one name or a list) to a unit of
+        ``pre_activation_target_layer_name``; see :meth:`SequentialModel.get_target_contribs_func`."""
+        return self._func(find_scores_layer_name, pre_activation_target_layer_name,
+                          FuncType.contribs)
+
+    def get_target_multipliers_func(self, find_scores_layer_name, pre_activation_target_layer_name
+                                    ) -> Callable:
+        """Multipliers ½(m⁺ + m⁻) of the named Input layer(s)."""
+        return self._func(find_scores_layer_name, pre_activation_target_layer_name,
+                          FuncType.multipliers)
+
+    def _func(self, find, target, func_type) -> Callable:
+        if isinstance(find, (list, tuple)):
+            find_layers, single = [self._layer(f) for f in find], False
+        else:
+            find_layers, single = [self._layer(find)], True
+        return self._get_func(find_layers, single, self._layer(target), func_type)
