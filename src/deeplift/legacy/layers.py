@@ -7,10 +7,10 @@ Conv1D kernel ``(k, C_in, C_out)``, Conv2D kernel ``(kh, kw, C_in, C_out)``, pad
 our layers, so a graph built from them runs on our engine; spatial layers keep the original's
 channels-last tensors by moving the channel axis around our channels-first ops inside the layer
 (no extra nodes). They are what ``deeplift.layers.core``, ``.convolutional``, ``.normalization``
-(and ``deeplift.layers.original``) export::
+export::
 
     from deeplift.layers import core, convolutional, NonlinearMxtsMode
-    from deeplift.layers.original import ReLU
+    from deeplift.legacy.layers import ReLU
     inp = core.Input(batch_shape=(None, 10, 4))
     conv = convolutional.Conv1D(kernel=K, bias=b, stride=1, padding="VALID").set_inputs(inp)
     relu = ReLU(nonlinear_mxts_mode=NonlinearMxtsMode.Rescale).set_inputs(conv)

@@ -14,7 +14,7 @@ are multipliers × (x − r)), multipliers ``½(m⁺ + m⁻)`` of Input layers o
 
 The nonlinearity mode is fixed when the wrapper is made: each activation layer uses its own
 ``nonlinear_mxts_mode`` attribute if it has one (the original-signature layers of
-:mod:`deeplift.layers.original`), else the wrapper's (``DeepLIFT_GenomicsDefault`` unless told
+:mod:`deeplift.legacy.layers`), else the wrapper's (``DeepLIFT_GenomicsDefault`` unless told
 otherwise), resolved to a rule of ours (``DeepLIFT_GenomicsDefault``: Rescale after a
 convolution, RevealCancel after a dense layer, an error anywhere else — as the original).
 Numbers follow the original: float32, max pooling routes to the input's argmax, RevealCancel
