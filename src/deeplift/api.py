@@ -94,8 +94,10 @@ def prepare_inputs(model: Model, inputs: Any) -> tuple[list[Tensor], bool, torch
     user_device = None if to_numpy else next(p.device for p in parts if isinstance(p, Tensor))
     tensors = []
     for name, part in zip(model.input_names, parts):
-        t = _to_tensor(part, f"input {name!r}", model.dtype, model.device)
         layer = model.layers[name]
+        # issue 9: token ids (an Input captured with an integer dtype) stay integer
+        token_ids = layer.dtype is not None and not layer.dtype.is_floating_point
+        t = _to_tensor(part, f"input {name!r}", layer.dtype if token_ids else model.dtype, model.device)
         assert isinstance(layer, Input)
         expected = layer.shape
         if t.ndim == 0:
@@ -338,7 +340,7 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
     runner = PairRunner(model, m, spec, score_names, shapes, rule_for, options, hypothetical,
                      return_delta)
     scores, deltas = runner.run(xs, refs, n_refs, batch_size, steps, progress)
-    _warn_if_not_conserved(runner, xs[0].dtype, max_routing)
+    _warn_if_not_conserved(runner, model.dtype, max_routing)
 
     outputs = [s if not spec.single else s[:, 0] for s in scores]
     if return_delta:

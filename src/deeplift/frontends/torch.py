@@ -24,6 +24,9 @@ from ..layers import (ELU, GELU, SELU, AdaptiveAvgPool, Add, AvgPool, BatchNorm,
                       Conv, Dense, Exp, Flatten, Flip, Identity, Input, Layer, LeakyReLU, LogSoftmax, MaxPool,
                       MaxReduce, Mul, Pad, Permute, PReLU, ReLU, Reduce, Reshape, ScalarMul,
                       Select, Sigmoid, SiLU, Slice, Softmax, Softplus, Squeeze, Sub, Tanh, Unsqueeze)
+from ..layers.structure import BatchConstant
+from .torch_recurrent import RECURRENT_OPS, StackedStates, select_row
+from .torch_structure import SHAPE_ONLY, STRUCTURE_OPS, conv_transposed
 
 aten = torch.ops.aten
 
@@ -51,8 +54,9 @@ class _Capture:
     def is_layer(self, v: Any) -> bool:
         return isinstance(v, _LayerRef)
 
-    def add(self, layer: Layer, node: torch.fx.Node, inputs: Sequence["_LayerRef"]) -> "_LayerRef":
-        layer.name = self._unique_name(node)
+    def add(self, layer: Layer, node: torch.fx.Node, inputs: Sequence["_LayerRef"],
+            suffix: str | None = None) -> "_LayerRef":
+        layer.name = self._unique_name(node, suffix)
         layer.set_inputs([i.name for i in inputs])
         self.layers.append(layer)
         return _LayerRef(layer.name)
@@ -70,6 +74,38 @@ class _Capture:
         if isinstance(v, (int, float, bool)):
             v = torch.tensor(float(v), dtype=self.dtype)
         return self.constant_layer(v, node)
+
+    # -- for the rule modules (torch_structure.py, torch_recurrent.py) ------------------------------
+    def where(self, node: torch.fx.Node) -> str:
+        return _where(node)
+
+    def is_batch_size(self, v: Any) -> bool:
+        return isinstance(v, _BatchSize)
+
+    def need_constant(self, v: Any, what: str, node: torch.fx.Node) -> Tensor | None:
+        return _need_constant(v, what, node)
+
+    def constant_value(self, v: Any) -> Tensor | None:
+        """A constant argument's value (one example's worth for a batch-dependent one); None when
+        it depends on the inputs."""
+        if isinstance(v, _BatchDependent):
+            try:
+                v = v.at(1)
+            except Exception:  # noqa: BLE001 - not computable from the batch size alone
+                return None
+        return v if isinstance(v, Tensor) else None
+
+    def batch_constant(self, v: "_BatchDependent", node: torch.fx.Node) -> "_LayerRef":
+        """A layer for a constant that repeats one value for every example (its batch size comes
+        from the first input); refused with the constant's own error when it is not of that form."""
+        value = v.per_example()
+        if value is None:
+            raise v.error
+        layer = BatchConstant(value)
+        layer.name = self._unique_name(node, suffix="const")
+        layer.set_inputs([self.value[self.user_inputs[0]].name])
+        self.layers.append(layer)
+        return _LayerRef(layer.name)
 
     def _unique_name(self, node: torch.fx.Node, suffix: str | None = None) -> str:
         stack = node.meta.get("nn_module_stack") or {}
@@ -125,7 +161,7 @@ class _Capture:
         shape = tuple(val.shape[1:]) if val is not None else None
         if val is not None and val.is_floating_point():
             self.dtype = val.dtype
-        layer = Input(shape=shape, dtype=val.dtype if val is not None and val.is_floating_point() else None)
+        layer = Input(shape=shape, dtype=val.dtype if val is not None and not val.is_complex() else None)
         layer.name = node.name
         self.names.add(node.name)
         self.layers.append(layer)
@@ -160,28 +196,54 @@ class _Capture:
             return _BatchSize()
         args = [self._arg(a) for a in node.args]
         kwargs = {k: self._arg(v) for k, v in node.kwargs.items()}
-        bound = _bind(target, args, kwargs)
         flat = _flat_args(args) + _flat_args(list(kwargs.values()))
+        stacked = [a for a in flat if isinstance(a, StackedStates)]
+        if stacked:  # h_n[i] of a recurrent layer
+            dim = 0 if target is operator.getitem else _bind(target, args, kwargs).get("dim", -1)
+            index = node.args[1] if target is operator.getitem else _bind(target, args, kwargs).get("index")
+            if _overload_packet(target) not in (operator.getitem, aten.select) or not isinstance(index, int):
+                raise UnsupportedLayerError(f"the {stacked[0].what} of a recurrent layer ({_where(node)}) "
+                                            "is used other than by whole rows (h_n[i])")
+            return select_row(self, node, stacked[0], dim, index)
+        if _overload_packet(target) in SHAPE_ONLY:  # values never read: a constant per example
+            args = [_shape_stub(a, x) for a, x in zip(args, node.args)]
+            kwargs = {k: _shape_stub(v, node.kwargs[k]) for k, v in kwargs.items()}
+            flat = _flat_args(args) + _flat_args(list(kwargs.values()))
         layer_args = [a for a in flat if self.is_layer(a)]
         deferred = [a for a in flat if isinstance(a, _BatchDependent)]
         if not layer_args:  # does not depend on the inputs: fold it into a constant
-            if deferred:
-                return deferred[0]
             try:
+                if deferred:
+                    raise deferred[0].error
                 return _evaluate(target, args, kwargs, node)
-            except UnsupportedLayerError as exc:  # built from the batch size: fails only if used
-                return _BatchDependent(exc)
+            except UnsupportedLayerError as exc:  # built from the batch size: a layer once used
+                dependent = _BatchDependent(exc, target, args, kwargs)
+                same = dependent.batch_free()
+                return dependent if same is None else same
+        if deferred and _overload_packet(target) not in RECURRENT_OPS:
+            # a constant that repeats per example, used by an op with a rule (recurrent layers
+            # read their zero initial state themselves)
+            args, kwargs = self._materialize(args, node), self._materialize(kwargs, node)
+        bound = _bind(target, args, kwargs)
         rule = _OPS.get(_overload_packet(target))
         if rule is None:
             raise UnsupportedLayerError(
                 f"op {_op_name(target)} ({_where(node)}) has no DeepLIFT rule; rewrite that part "
                 "with supported ops (deeplift.frontends.torch.supported_ops() lists them)")
-        if deferred:
-            raise deferred[0].error
         try:
             return rule(self, node, bound)
         except ValueError as exc:  # a layer refusing its arguments, e.g. a permute of the batch axis
             raise UnsupportedLayerError(f"op {_op_name(target)} ({_where(node)}): {exc}") from exc
+
+
+    def _materialize(self, v: Any, node: torch.fx.Node) -> Any:
+        if isinstance(v, _BatchDependent):
+            return self.batch_constant(v, node)
+        if isinstance(v, dict):
+            return {k: self._materialize(x, node) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return type(v)(self._materialize(x, node) for x in v)
+        return v
 
 
 class _LayerRef:
@@ -204,12 +266,77 @@ class _BatchSize:
 
 class _BatchDependent:
     """A tensor computed from the batch size but not from the inputs (``torch.zeros(x.size(0),
-    ...)``). It becomes no layer; the error is raised only when an op with a rule consumes it,
-    so that an op without a rule that builds such state (``nn.LSTM``'s zero initial state) is
-    reported under its own name."""
+    ...)``, ``class_token.expand(n, -1, -1)``, a mask from ``x.new_zeros``). It is kept as the
+    recipe (op and arguments) and becomes a :class:`BatchConstant` layer when an op with a rule
+    consumes it — if it repeats one value for every example; otherwise ``error`` is raised then."""
 
-    def __init__(self, error: UnsupportedLayerError) -> None:
+    def __init__(self, error: UnsupportedLayerError, target: Any = None, args: Any = (),
+                 kwargs: Any = None) -> None:
         self.error = error
+        self.target, self.args, self.kwargs = target, args, kwargs or {}
+
+    def at(self, batch: int) -> Any:
+        """The value for a batch of ``batch`` examples."""
+        def concrete(a):
+            if isinstance(a, _BatchSize):
+                return batch
+            if isinstance(a, _BatchDependent):
+                return a.at(batch)
+            if isinstance(a, _ShapeStub):
+                return a.at(batch)
+            if isinstance(a, (list, tuple)):
+                return type(a)(concrete(x) for x in a)
+            return a
+        if self.target is None:
+            raise self.error
+        with torch.no_grad():
+            return self.target(*concrete(self.args), **{k: concrete(v) for k, v in self.kwargs.items()})
+
+    def batch_free(self) -> Tensor | None:
+        """The value when it does not change with the batch size (``x.new_zeros(7, 7)``), else None."""
+        try:
+            one, three = self.at(1), self.at(3)
+        except Exception:  # noqa: BLE001 - not computable from the batch size alone
+            return None
+        if (isinstance(one, Tensor) and isinstance(three, Tensor) and one.shape == three.shape
+                and bool((one == three).all())):
+            return one
+        return None
+
+    def per_example(self) -> Tensor | None:
+        """The one value every example gets, or None when the value is not of that form."""
+        try:
+            one, three = self.at(1), self.at(3)
+        except Exception:  # noqa: BLE001 - not computable from the batch size alone
+            return None
+        if not (isinstance(one, Tensor) and isinstance(three, Tensor) and one.ndim >= 1
+                and one.shape[0] == 1 and three.shape == (3, *one.shape[1:])):
+            return None
+        if not bool((three == one).all()):
+            return None
+        return one[0].clone()
+
+
+class _ShapeStub:
+    """Stands in for a layer's value in an op that reads only its shape and dtype (``new_zeros``,
+    ``zeros_like``): zeros of that shape for a given batch size."""
+
+    def __init__(self, val: Tensor) -> None:
+        self.shape, self.dtype = tuple(val.shape[1:]), val.dtype
+
+    def at(self, batch: int) -> Tensor:
+        return torch.zeros((batch, *self.shape), dtype=self.dtype)
+
+
+def _shape_stub(value: Any, node_arg: Any) -> Any:
+    if isinstance(value, _LayerRef):
+        val = node_arg.meta.get("val")
+        if val is None:
+            raise UnsupportedLayerError(f"no shape is known for {node_arg}")
+        return _BatchDependent(UnsupportedLayerError(f"a constant built from the shape of {node_arg} "
+                                                     "is not the same for every example"),
+                               lambda x: x, (_ShapeStub(val),))
+    return value
 
 
 def _flat_args(args: Sequence[Any]) -> list[Any]:
@@ -321,7 +448,7 @@ def _conv(c: _Capture, node, a) -> _LayerRef:
     b = _need_constant(a.get("bias"), "the bias", node)
     nd = w.ndim - 2
     if a.get("transposed"):
-        raise UnsupportedLayerError(f"transposed convolution ({_where(node)}) has no DeepLIFT rule yet")
+        return conv_transposed(c, node, a)
     stride, dilation = list(a["stride"]), list(a["dilation"])
     stride = stride * nd if len(stride) == 1 else stride
     dilation = dilation * nd if len(dilation) == 1 else dilation
@@ -677,6 +804,9 @@ _OPS: dict[Any, Callable] = {
     aten.clone: _identity, aten.contiguous: _identity, aten.alias: _identity,
     aten.detach: _identity, aten._to_copy: _to_copy, aten.to: _to_copy,
 }
+# issue 9 part B: structure ops, embeddings, upsampling, transposed convolution, LSTM/GRU
+_OPS.update(STRUCTURE_OPS)
+_OPS.update(RECURRENT_OPS)
 
 
 # ---------------------------------------------------------------------------------------------

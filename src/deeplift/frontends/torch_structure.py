@@ -1,0 +1,136 @@
+"""PyTorch op rules for structure ops, embeddings, upsampling and transposed convolution (issue 9).
+
+Kept apart from ``torch.py``'s table so each family can be read alone; ``torch.py`` merges
+``STRUCTURE_OPS`` into its op table. A rule is ``(capture, node, bound arguments) -> layer
+reference``; it reads shapes from the exported node's ``meta["val"]`` (its non-batch sizes are
+concrete) and builds layers with ``capture.add``. This module does not import ``torch.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ..errors import UnsupportedLayerError
+from ..layers.base import Layer
+from ..layers.embedding import Embedding
+from ..layers.linear import ScalarMul
+from ..layers.merge import Add
+from ..layers.shape import Reshape
+from ..layers.structure import Expand, Repeat, Roll, Upsample
+from ..layers.transposed import ConvTranspose
+
+aten = torch.ops.aten
+
+
+def out_shape(node) -> tuple[int, ...]:
+    """The non-batch output sizes of an exported node."""
+    return tuple(int(s) for s in node.meta["val"].shape[1:])
+
+
+def _roll(c, node, a):
+    shifts, dims = a["shifts"], a.get("dims") or []
+    shifts = [shifts] if isinstance(shifts, int) else list(shifts)
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    if not dims:
+        raise UnsupportedLayerError(f"roll without dims ({c.where(node)}) rolls the flattened batch")
+    return c.add(Roll(shifts, dims), node, [a["self"]])
+
+
+def _unflatten(c, node, a):
+    ndim = node.args[0].meta["val"].ndim
+    if a["dim"] % ndim == 0:
+        raise UnsupportedLayerError(f"unflatten of the batch axis ({c.where(node)}) mixes examples")
+    return c.add(Reshape(out_shape(node)), node, [a["self"]])
+
+
+def _expand(c, node, a):
+    size = list(a["size"])
+    first = size[0]
+    if not (c.is_batch_size(first) or first in (-1, c.batch_size)) or len(size) < node.args[0].meta["val"].ndim:
+        raise UnsupportedLayerError(f"expand to {size} ({c.where(node)}) does not keep the batch axis first")
+    return c.add(Expand(out_shape(node)), node, [a["self"]])
+
+
+def _repeat(c, node, a):
+    repeats = list(a["repeats"])
+    if len(repeats) != node.args[0].meta["val"].ndim or repeats[0] != 1:
+        raise UnsupportedLayerError(f"repeat {repeats} ({c.where(node)}) repeats along the batch axis")
+    return c.add(Repeat(repeats[1:]), node, [a["self"]])
+
+
+def _upsample(mode: str):
+    def rule(c, node, a):
+        if node.args[0].meta["val"].ndim < 3:
+            raise UnsupportedLayerError(f"upsampling ({c.where(node)}) needs (N, C, *spatial) input")
+        size = tuple(int(s) for s in node.meta["val"].shape[2:])
+        return c.add(Upsample(size, mode, a.get("align_corners")), node, [a["input"] if "input" in a else a["self"]])
+    return rule
+
+
+def _conv_transpose(c, node, a):
+    w = c.need_constant(a["weight"], "the weight", node)
+    b = c.need_constant(a.get("bias"), "the bias", node)
+    return c.add(ConvTranspose(w, b, list(a["stride"]), list(a["padding"]), list(a["output_padding"]),
+                               a["groups"], list(a["dilation"])), node, [a["input"]])
+
+
+def conv_transposed(c, node, a):
+    """``aten.convolution`` with ``transposed=True`` (``torch.py``'s ``_conv`` hands it here)."""
+    return _conv_transpose(c, node, a)
+
+
+def _embedding(c, node, a):
+    w = c.need_constant(a["weight"], "the embedding table", node)
+    if not c.is_layer(a["indices"]):
+        raise UnsupportedLayerError(f"embedding ({c.where(node)}) of constant indices")
+    return c.add(Embedding(w), node, [a["indices"]])
+
+
+def _masked_fill(c, node, a):
+    """``x.masked_fill(mask, value)`` with a constant mask: ``x·(1−mask) + value·mask``."""
+    x, mask, value = a["self"], a["mask"], a["value"]
+    if not c.is_layer(x):
+        raise UnsupportedLayerError(f"masked_fill ({c.where(node)}) of a constant with a mask that "
+                                    "depends on the inputs has no DeepLIFT rule")
+    if not isinstance(mask, Tensor):
+        raise UnsupportedLayerError(f"masked_fill ({c.where(node)}) with a mask that depends on the "
+                                    "inputs has no DeepLIFT rule (only constant masks)")
+    if isinstance(value, Tensor):
+        if c.is_layer(value):
+            raise UnsupportedLayerError(f"masked_fill ({c.where(node)}) with a fill value that depends "
+                                        "on the inputs has no DeepLIFT rule")
+        value = float(value)
+    dtype = node.meta["val"].dtype
+    keep = ScalarMul((~mask.bool()).to(dtype))
+    kept = c.add(keep, node, [x], suffix="keep")
+    filled = torch.zeros(mask.shape, dtype=dtype).masked_fill(mask.bool(), float(value))
+    return c.add(Add(), node, [kept, c.as_layer(filled, node)])
+
+
+#: ops whose result depends on their tensor arguments' shapes (and dtypes) only, never on values:
+#: with a layer argument they are still constants (per example), folded like any other constant
+SHAPE_ONLY = {aten.new_zeros, aten.new_ones, aten.new_full, aten.new_empty, aten.zeros_like,
+              aten.ones_like, aten.full_like, aten.empty_like}
+
+
+STRUCTURE_OPS: dict[Any, Callable[..., Any]] = {
+    aten.roll: _roll,
+    aten.unflatten: _unflatten,
+    aten.expand: _expand,
+    aten.repeat: _repeat,
+    aten.upsample_nearest1d: _upsample("nearest"), aten.upsample_nearest2d: _upsample("nearest"),
+    aten.upsample_nearest3d: _upsample("nearest"),
+    aten._upsample_nearest_exact1d: _upsample("nearest-exact"),
+    aten._upsample_nearest_exact2d: _upsample("nearest-exact"),
+    aten.upsample_linear1d: _upsample("linear"), aten.upsample_bilinear2d: _upsample("bilinear"),
+    aten.upsample_trilinear3d: _upsample("trilinear"),
+    aten.conv_transpose1d: _conv_transpose, aten.conv_transpose2d: _conv_transpose,
+    aten.conv_transpose3d: _conv_transpose,
+    aten.embedding: _embedding,
+    aten.masked_fill: _masked_fill, aten.masked_fill_: _masked_fill,
+}
+
+
