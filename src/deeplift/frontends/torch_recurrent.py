@@ -9,10 +9,9 @@ number of layers, either direction; the initial state must be zero (PyTorch's de
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
-from torch import Tensor
 
 from ..errors import UnsupportedLayerError
 from ..layers.activations import Sigmoid, Tanh
@@ -29,58 +28,25 @@ class StackedStates:
         self.rows, self.what = rows, what
 
 
-class _Unroller:
-    def __init__(self, c, node, kind: str) -> None:
-        self.c, self.node, self.kind = c, node, kind
+class Unroller:
+    """Builds the gates of one recurrent layer with ``add(layer, inputs, tag)`` (whatever the
+    front end uses to emit a layer; it returns the reference later layers take as input)."""
+
+    def __init__(self, add: Callable, kind: str) -> None:
+        self._add, self.kind = add, kind
 
     def add(self, layer, inputs: Sequence, tag: str):
-        return self.c.add(layer, self.node, list(inputs), suffix=tag)
+        return self._add(layer, list(inputs), tag)
 
-    def run(self, a: dict) -> tuple:
-        c, node = self.c, self.node
-        if not a.get("batch_first"):
-            raise UnsupportedLayerError(f"{self.kind} with batch_first=False ({c.where(node)}): deeplift "
-                                        "keeps the batch axis first; build it with batch_first=True")
-        if a.get("train") and a.get("dropout"):
-            raise UnsupportedLayerError(f"{self.kind} in training mode ({c.where(node)}); call model.eval()")
-        self._zero_state(a["hx"])
-        params = [c.need_constant(p, f"the {self.kind} weights", node) for p in a["params"]]
-        dirs = 2 if a["bidirectional"] else 1
-        per = 4 if a["has_biases"] else 2
-        if len(params) != per * dirs * a["num_layers"]:
-            raise UnsupportedLayerError(f"{self.kind} ({c.where(node)}) with projections (proj_size) "
-                                        "has no rule yet")
-        x = a["input"]
-        length = int(node.args[0].meta["val"].shape[1])
-        finals: list[list] = [[], []]
-        for layer in range(a["num_layers"]):
-            outs = []
-            for d in range(dirs):
-                p = params[(layer * dirs + d) * per:(layer * dirs + d + 1) * per]
-                w_ih, w_hh = p[0], p[1]
-                b_ih = p[2] if per == 4 else torch.zeros(w_ih.shape[0], dtype=w_ih.dtype)
-                b_hh = p[3] if per == 4 else torch.zeros(w_hh.shape[0], dtype=w_hh.dtype)
-                tag = f"l{layer}{'r' if d else ''}"
-                steps = range(length - 1, -1, -1) if d else range(length)
-                seq, last = self._direction(x, w_ih, w_hh, b_ih, b_hh, steps, tag)
-                outs.append(seq)
-                for k, state in enumerate(last):
-                    finals[k].append(state)
-            x = outs[0] if dirs == 1 else self.add(Concat(2), outs, f"{tag}.out")
-        if self.kind == "LSTM":
-            return x, StackedStates(finals[0], "h_n"), StackedStates(finals[1], "c_n")
-        return x, StackedStates(finals[0], "h_n")
+    def stack(self, hs: list, tag: str):
+        """(N, H) states -> (N, T, H) in the given order."""
+        ordered = [self.add(Unsqueeze(1), [h], f"{tag}.h{k}") for k, h in enumerate(hs)]
+        return ordered[0] if len(ordered) == 1 else self.add(Concat(1), ordered, f"{tag}.seq")
 
-    def _zero_state(self, hx: Any) -> None:
-        for h in (hx if isinstance(hx, (list, tuple)) else [hx]):
-            if h is None:
-                continue
-            value = self.c.constant_value(h)
-            if value is None or bool(value.any()):
-                raise UnsupportedLayerError(f"{self.kind} with a non-zero initial state ({self.c.where(self.node)}) "
-                                            "has no rule yet; pass no initial state")
-
-    def _direction(self, x, w_ih, w_hh, b_ih, b_hh, steps, tag):
+    def direction(self, x, w_ih, w_hh, b_ih, b_hh, steps, tag):
+        """Run over ``steps`` (time indices in processing order) with PyTorch's weight layout
+        (gates i, f, g, o for an LSTM; r, z, n for a GRU); returns [(t, h_t)] in processing order
+        and the final state(s)."""
         hidden = w_hh.shape[1]
         if self.kind == "LSTM":
             proj = self.add(Dense(w_ih, b_ih + b_hh), [x], f"{tag}.x")
@@ -89,17 +55,15 @@ class _Unroller:
             b[:2 * hidden] += b_hh[:2 * hidden]
             proj = self.add(Dense(w_ih, b), [x], f"{tag}.x")
         h = cell = None
-        seq = {}
+        seq = []
         for t in steps:
             gx = self.add(Select(1, t), [proj], f"{tag}.t{t}.x")
             if self.kind == "LSTM":
                 h, cell = self._lstm_step(gx, h, cell, w_hh, hidden, f"{tag}.t{t}")
             else:
                 h = self._gru_step(gx, h, w_hh, b_hh, hidden, f"{tag}.t{t}")
-            seq[t] = h
-        ordered = [self.add(Unsqueeze(1), [seq[t]], f"{tag}.t{t}.h") for t in sorted(seq)]
-        out = ordered[0] if len(ordered) == 1 else self.add(Concat(1), ordered, f"{tag}.seq")
-        return out, ([h, cell] if self.kind == "LSTM" else [h])
+            seq.append((t, h))
+        return seq, ([h, cell] if self.kind == "LSTM" else [h])
 
     def _gate(self, gates, k: int, hidden: int, act, tag: str):
         part = self.add(Slice(1, k * hidden, (k + 1) * hidden), [gates], f"{tag}.pre")
@@ -141,12 +105,62 @@ class _Unroller:
         return self.add(Add(), [n, self.add(Mul(), [z, diff], f"{tag}.zd")], f"{tag}.h_t")
 
 
+class _TorchUnroller(Unroller):
+    def __init__(self, c, node, kind: str) -> None:
+        super().__init__(lambda layer, inputs, tag: c.add(layer, node, inputs, suffix=tag), kind)
+        self.c, self.node = c, node
+
+    def run(self, a: dict) -> tuple:
+        c, node = self.c, self.node
+        if not a.get("batch_first"):
+            raise UnsupportedLayerError(f"{self.kind} with batch_first=False ({c.where(node)}): deeplift "
+                                        "keeps the batch axis first; build it with batch_first=True")
+        if a.get("train") and a.get("dropout"):
+            raise UnsupportedLayerError(f"{self.kind} in training mode ({c.where(node)}); call model.eval()")
+        self._zero_state(a["hx"])
+        params = [c.need_constant(p, f"the {self.kind} weights", node) for p in a["params"]]
+        dirs = 2 if a["bidirectional"] else 1
+        per = 4 if a["has_biases"] else 2
+        if len(params) != per * dirs * a["num_layers"]:
+            raise UnsupportedLayerError(f"{self.kind} ({c.where(node)}) with projections (proj_size) "
+                                        "has no rule yet")
+        x = a["input"]
+        length = int(node.args[0].meta["val"].shape[1])
+        finals: list[list] = [[], []]
+        for layer in range(a["num_layers"]):
+            outs = []
+            for d in range(dirs):
+                p = params[(layer * dirs + d) * per:(layer * dirs + d + 1) * per]
+                w_ih, w_hh = p[0], p[1]
+                b_ih = p[2] if per == 4 else torch.zeros(w_ih.shape[0], dtype=w_ih.dtype)
+                b_hh = p[3] if per == 4 else torch.zeros(w_hh.shape[0], dtype=w_hh.dtype)
+                tag = f"l{layer}{'r' if d else ''}"
+                steps = range(length - 1, -1, -1) if d else range(length)
+                hs, last = self.direction(x, w_ih, w_hh, b_ih, b_hh, steps, tag)
+                outs.append(self.stack([h for _, h in sorted(hs, key=lambda th: th[0])], tag))
+                for k, state in enumerate(last):
+                    finals[k].append(state)
+            x = outs[0] if dirs == 1 else self.add(Concat(2), outs, f"{tag}.out")
+        if self.kind == "LSTM":
+            return x, StackedStates(finals[0], "h_n"), StackedStates(finals[1], "c_n")
+        return x, StackedStates(finals[0], "h_n")
+
+    def _zero_state(self, hx: Any) -> None:
+        for h in (hx if isinstance(hx, (list, tuple)) else [hx]):
+            if h is None:
+                continue
+            value = self.c.constant_value(h)
+            if value is None or bool(value.any()):
+                raise UnsupportedLayerError(f"{self.kind} with a non-zero initial state ({self.c.where(self.node)}) "
+                                            "has no rule yet; pass no initial state")
+
+
 def lstm(c, node, a):
-    return _Unroller(c, node, "LSTM").run(a)
+    return _TorchUnroller(c, node, "LSTM").run(a)
 
 
 def gru(c, node, a):
-    return _Unroller(c, node, "GRU").run(a)
+    return _TorchUnroller(c, node, "GRU").run(a)
 
 
 def select_row(c, node, value: StackedStates, dim: int, index: int):
