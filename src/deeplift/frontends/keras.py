@@ -54,6 +54,7 @@ from ..layers import (ELU, GELU, SELU, Add, AvgPool, BatchNorm, Concat, Conv, De
                       Reduce, ReLU, Reshape, ScalarMul, Sigmoid, SiLU, Softmax, Softplus, Sub, Tanh)
 from ..layers.base import Layer
 from .keras_format import KerasLayer, KerasModel, read_keras_config, read_keras_file
+from .keras_sequence import SEQUENCE_HANDLERS
 
 __all__ = ["load_keras", "keras_to_model", "read_live_keras_model", "NAMINGS"]
 
@@ -75,8 +76,6 @@ _IDENTITY_CLASSES = {
 
 _WHY_UNSUPPORTED = {
     "Lambda": "Lambda layers hold code, which deeplift never runs",
-    "Embedding": "an embedding lookup of integer inputs has no difference-from-reference to "
-                 "score; score the embedding output instead (a model that starts after it)",
     "Masking": "masks are not propagated",
     "Maximum": "an elementwise maximum of several tensors has no rule here",
     "Minimum": "an elementwise minimum of several tensors has no rule here",
@@ -430,7 +429,10 @@ class _Converter:
     def input_layer(self, layer, name, inputs):
         if self.naming == "original":
             name = "input" if self.sequential else f"{layer.name}_0"
-        return self._emit(Input(self._input_shape(layer), dtype=self.dtype), name, [])
+        dtype = self.dtype  # token ids (an Embedding's input) stay integer
+        if str(layer.config.get("dtype", "")).startswith(("int", "uint")):
+            dtype = torch.int64
+        return self._emit(Input(self._input_shape(layer), dtype=dtype), name, [])
 
     def dense(self, layer, name, inputs):
         x = self._one_input(layer, inputs)
@@ -778,3 +780,5 @@ _HANDLERS: dict[str, Callable[..., str]] = {
     "Average": _Converter.average,
     "Concatenate": _Converter.concatenate,
 }
+# issue 9 part B: LSTM/GRU/Bidirectional, Embedding, UpSampling (keras_sequence.py)
+_HANDLERS.update(SEQUENCE_HANDLERS)
