@@ -89,3 +89,19 @@ def test_keras_recurrent_variants_without_a_rule_are_refused_clearly(keras):
     out = keras.layers.GRU(2, reset_after=False)(inp)
     with pytest.raises(deeplift.UnsupportedLayerError, match="reset_after"):
         deeplift.load(keras.Model(inp, out))
+
+
+def test_keras_relu_with_max_value_threshold_and_slope_sums_to_delta_and_matches_keras(keras, tmp_path):
+    rng = np.random.default_rng(2)
+    x, r = rng.normal(size=(3, 5)).astype(np.float32) * 3, rng.normal(size=(3, 5)).astype(np.float32) * 3
+    inp = keras.Input((5,))
+    h = keras.layers.Dense(6)(inp)
+    a = keras.layers.ReLU(max_value=1.5)(h)
+    b = keras.layers.ReLU(max_value=2.0, threshold=0.5, negative_slope=0.2)(h)
+    out = keras.layers.Dense(2)(keras.layers.Concatenate()([a, b]))
+    km = keras.Model(inp, out)
+    model = _check(km, x, r, tmp_path, "relu")
+    xt = torch.tensor(x, requires_grad=True)
+    (g,) = torch.autograd.grad(km(xt)[:, 0].sum(), xt)
+    np.testing.assert_allclose(deeplift.attribute(model, x.astype(np.float64), method="gradient", target=0),
+                               g.numpy(), rtol=1e-5, atol=1e-6)

@@ -38,4 +38,5 @@ def test_zoo_model_converts_matches_its_source_and_sums_to_delta(case: ZooCase):
     for method, err in result.delta_error.items():
         assert err <= TOLERANCE, (method, err)
     assert len(result.delta_error) == 3
-    assert result.gradient_error <= 1e-8, result.gradient_error
+    assert result.gradient_error <= result.gradient_tolerance, result.gradient_error
+    assert result.passes

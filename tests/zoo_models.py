@@ -68,11 +68,15 @@ class ZooResult:
     cost_ratio: float = float("nan")                    # rescale time / autograd gradient time
     note: str = ""
 
+    #: autograd of a float32 source (Keras) is exact to float32 rounding only
+    gradient_tolerance: float = 1e-8
+
     @property
     def passes(self) -> bool:
-        return (self.converts and self.forward_error <= 1e-8
+        return (self.converts and not self.error and self.forward_error <= 1e-8
                 and all(v <= TOLERANCE for v in self.delta_error.values())
-                and len(self.delta_error) == len(METHODS) and self.gradient_error <= 1e-8)
+                and len(self.delta_error) == len(METHODS)
+                and self.gradient_error <= self.gradient_tolerance)
 
 
 def _rand(*shape, seed: int = 0) -> torch.Tensor:
@@ -164,8 +168,7 @@ def _bpnet() -> Built:
     net = _eval64(BPNet(n_filters=16, n_layers=3, n_outputs=2, n_control_tracks=2, trimming=None))
     length = 200
     x, r = one_hot_dna(2, length, 1), one_hot_dna(2, length, 2)
-    trim = getattr(net, "trimming", 0) or 0
-    ctl = _rand(2, 2, length - 2 * trim, seed=3).abs()
+    ctl = _rand(2, 2, length, seed=3).abs()
     return Built(net, (x, ctl), (r, ctl.clone()), note="control tracks: references equal the inputs")
 
 
@@ -229,7 +232,7 @@ def _import_timm():
 def _timm(name: str, **kwargs) -> Callable[[], Built]:
     def build() -> Built:
         timm = _import_timm()
-        net = _eval64(timm.create_model(name, pretrained=False, **kwargs))
+        net = _eval64(timm.create_model(name, pretrained=False, num_classes=4, **kwargs))
         size = kwargs.get("img_size", 32)
         return Built(net, (_rand(2, 3, size, size, seed=1),), (_rand(2, 3, size, size, seed=2),))
     return build
@@ -390,6 +393,7 @@ def _check(model: deeplift.Model, built: Built, result: ZooResult) -> None:
     result.forward_error = max(float((torch.as_tensor(np.asarray(g)).double() - w).abs().max()
                                      / (1 + w.abs().max())) for g, w in zip(got, want))
     if built.kind == "keras":  # float32 source: compare at float32 rounding, then check in float64
+        result.gradient_tolerance = 1e-5
         result.forward_error = result.forward_error if result.forward_error > 1e-5 else 0.0
         model.to(torch.float64)
         inputs = tuple(np.asarray(i, dtype=np.float64) if np.asarray(i).dtype.kind == "f" else i for i in inputs)
@@ -405,7 +409,8 @@ def _check(model: deeplift.Model, built: Built, result: ZooResult) -> None:
             wx, wr = want_x[k].reshape(want_x[k].shape[0], -1), want_r[k].reshape(want_r[k].shape[0], -1)
             targets = _targets(wx.shape[1])
             scores = deeplift.attribute(model, as_arg(inputs), as_arg(refs), method=method,
-                                        target=targets, target_layer=name, softmax_centering=False)
+                                        target=deeplift.SeveralTargets(targets), target_layer=name,
+                                        softmax_centering=False)
             scores = _as_tuple(scores)
             total = sum(torch.as_tensor(np.asarray(s)).reshape(s.shape[0], s.shape[1], -1).sum(-1) for s in scores)
             delta = (wx - wr)[:, targets]

@@ -54,6 +54,7 @@ from ..layers import (ELU, GELU, SELU, Add, AvgPool, BatchNorm, Concat, Conv, De
                       Reduce, ReLU, Reshape, ScalarMul, Sigmoid, SiLU, Softmax, Softplus, Sub, Tanh)
 from ..layers.base import Layer
 from .keras_format import KerasLayer, KerasModel, read_keras_config, read_keras_file
+from ..layers.keras_activations import KerasReLU
 from .keras_sequence import SEQUENCE_HANDLERS
 
 __all__ = ["load_keras", "keras_to_model", "read_live_keras_model", "NAMINGS"]
@@ -590,10 +591,8 @@ class _Converter:
         cfg = layer.config
         max_value, threshold = cfg.get("max_value"), float(cfg.get("threshold", 0.0) or 0.0)
         slope = float(cfg.get("negative_slope", 0.0) or 0.0)
-        if max_value is not None or threshold != 0.0:
-            raise UnsupportedLayerError(
-                f"layer {layer.name!r} (ReLU) has max_value={max_value}, threshold={threshold}; "
-                "only the plain ReLU and negative_slope are supported")
+        if max_value is not None or threshold != 0.0:  # issue 9: MobileNet's ReLU(6.0) and kin
+            return self._emit(KerasReLU(max_value, threshold, slope), name, [x])
         return self._emit(LeakyReLU(slope) if slope else ReLU(), name, [x])
 
     def leaky_relu(self, layer, name, inputs):

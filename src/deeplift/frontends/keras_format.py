@@ -368,7 +368,7 @@ def _keras3_collect(model: dict, group: h5py.Group, prefix: str,
 
 #: recurrent layers keep their variables in their cell (Bidirectional: forward layer first)
 _RECURRENT_VAR_GROUPS = {
-    **{cls: ("cell/vars",) for cls in ("LSTM", "GRU", "SimpleRNN")},
+    **{cls: ("cell/vars",) for cls in ("LSTM", "GRU")},
     "Bidirectional": ("forward_layer/cell/vars", "backward_layer/cell/vars"),
 }
 
@@ -432,7 +432,7 @@ def _expected_weights(cls: str, config: dict) -> list[str] | None:
         return ["alpha"]
     if cls == "Embedding":
         return ["embeddings"]
-    if cls in ("LSTM", "GRU", "SimpleRNN"):
+    if cls in ("LSTM", "GRU"):
         return ["kernel", "recurrent_kernel", *bias]
     if cls == "Bidirectional":  # the two directions' variables; repeated names get _1
         inner = config.get("layer", {}).get("config", {}) if isinstance(config.get("layer"), dict) else {}

@@ -116,7 +116,13 @@ SHAPE_ONLY = {aten.new_zeros, aten.new_ones, aten.new_full, aten.new_empty, aten
               aten.ones_like, aten.full_like, aten.empty_like}
 
 
+def _no_op(c, node, a):
+    """A runtime check with no value (``x.to(device)`` records ``_assert_tensor_metadata``)."""
+    return None
+
+
 STRUCTURE_OPS: dict[Any, Callable[..., Any]] = {
+    aten._assert_tensor_metadata: _no_op,
     aten.roll: _roll,
     aten.unflatten: _unflatten,
     aten.expand: _expand,
