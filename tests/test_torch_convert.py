@@ -342,13 +342,13 @@ class _Cumsum(nn.Module):
         return torch.cumsum(x, dim=1)
 
 
-class _DivBoth(nn.Module):
+class _Atan2(nn.Module):  # an op of two activations with no rule (division by one now has one)
     def __init__(self):
         super().__init__()
         self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
 
     def forward(self, x):
-        return self.a(x) / self.b(x)
+        return torch.atan2(self.a(x), self.b(x))
 
 
 class _Wrapped(nn.Module):
@@ -383,10 +383,10 @@ class _Deconv(nn.Module):
 @pytest.mark.parametrize("net, x, op, where", [
     (_Wrapped(_Sort()), (3, 4), "aten.sort", "'body.1' (_Sort)"),
     (_Wrapped(_Cumsum()), (3, 4), "aten.cumsum", "'body.1' (_Cumsum)"),
-    (_Wrapped(_DivBoth()), (3, 4), "aten.div", "'body.1' (_DivBoth)"),
+    (_Wrapped(_Atan2()), (3, 4), "aten.atan2", "'body.1' (_Atan2)"),
     (_LSTM(), (3, 5, 4), "aten.lstm", "'rnn' (LSTM)"),
     (_Deconv(), (3, 4, 5), "aten.conv_transpose1d", "'up' (ConvTranspose1d)"),
-], ids=["sort", "cumsum", "div_by_data", "lstm", "conv_transpose"])
+], ids=["sort", "cumsum", "atan2_of_data", "lstm", "conv_transpose"])
 def test_unsupported_op_raises_naming_the_op_and_the_module_path(net, x, op, where):
     with pytest.raises(deeplift.UnsupportedLayerError) as info:
         deeplift.convert(net.double(), _randn(*x))

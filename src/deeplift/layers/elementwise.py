@@ -166,7 +166,7 @@ class LogSumExp(Layer):
             c = torch.maximum(x.amax(d, keepdim=True), r.amax(d, keepdim=True))
             ex, er = torch.exp(x - c), torch.exp(r - c)
             dx = x - r
-            near = dx.abs() < state.options.near_zero
+            near = ~(dx.abs() >= state.options.near_zero)  # also -inf − -inf: a masked entry
             s_e = torch.where(near, er, (ex - er) / torch.where(near, torch.ones_like(dx), dx))
             sx, sr = ex.sum(d, keepdim=True), er.sum(d, keepdim=True)
             ds = sx - sr
