@@ -203,10 +203,13 @@ class _Capture:
 
 
 def _live_nodes(graph: torch.fx.Graph) -> set[str]:
-    """Names of the nodes the graph's outputs depend on."""
+    """Names of the nodes the graph's outputs depend on. An in-place op counts as used: it may
+    write into a tensor (or a view of one) that later nodes read, e.g. ``mask[-1] = 0``."""
     out = next(n for n in reversed(graph.nodes) if n.op == "output")
     live: set[str] = set()
-    stack = list(out.all_input_nodes)
+    stack = list(out.all_input_nodes) + [
+        n for n in graph.nodes if n.op == "call_function"
+        and getattr(getattr(n.target, "_schema", None), "is_mutable", False)]
     while stack:
         n = stack.pop()
         if n.name not in live:
