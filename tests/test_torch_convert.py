@@ -342,13 +342,13 @@ class _Cumsum(nn.Module):
         return torch.cumsum(x, dim=1)
 
 
-class _DivBoth(nn.Module):
+class _Atan2(nn.Module):  # an op of two activations with no rule (division by one now has one)
     def __init__(self):
         super().__init__()
         self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
 
     def forward(self, x):
-        return self.a(x) / self.b(x)
+        return torch.atan2(self.a(x), self.b(x))
 
 
 class _Wrapped(nn.Module):
@@ -376,9 +376,9 @@ class _Bicubic(nn.Module):
 @pytest.mark.parametrize("net, x, op, where", [
     (_Wrapped(_Sort()), (3, 4), "aten.sort", "'body.1' (_Sort)"),
     (_Wrapped(_Cumsum()), (3, 4), "aten.cumsum", "'body.1' (_Cumsum)"),
-    (_Wrapped(_DivBoth()), (3, 4), "aten.div", "'body.1' (_DivBoth)"),
+    (_Wrapped(_Atan2()), (3, 4), "aten.atan2", "'body.1' (_Atan2)"),
     (_Bicubic(), (3, 2, 4, 4), "aten.upsample_bicubic2d", "'up' (Upsample)"),
-], ids=["sort", "cumsum", "div_by_data", "bicubic"])
+], ids=["sort", "cumsum", "atan2_of_data", "bicubic"])
 def test_unsupported_op_raises_naming_the_op_and_the_module_path(net, x, op, where):
     with pytest.raises(deeplift.UnsupportedLayerError) as info:
         deeplift.convert(net.double(), _randn(*x))

@@ -28,6 +28,8 @@ from ..layers import (ELU, GELU, SELU, AdaptiveAvgPool, Add, AvgPool, BatchNorm,
 from ..layers.structure import BatchConstant
 from .torch_recurrent import RECURRENT_OPS, StackedStates, select_row
 from .torch_structure import SHAPE_ONLY, STRUCTURE_OPS, conv_transposed
+from ..layers import (Abs, Einsum, Erf, Hardsigmoid, Hardswish, Log, Log1p, LogSumExp, MatMul, Mish,
+                      Normalize, Pow, Reciprocal, Rsqrt, ScalarPow, Sqrt)
 
 aten = torch.ops.aten
 
@@ -138,19 +140,33 @@ class _Capture:
                     path = list(stack.values())[-1][0]
                     self._module_calls[path] = self._module_calls.get(path, 0) + 1
         self.dtype = torch.get_default_dtype()
+        live = _live_nodes(graph)  # ops that feed no output are dropped before any rule is looked up
+        failures: list[tuple[torch.fx.Node, UnsupportedLayerError]] = []
         for node in graph.nodes:
             if node.op == "placeholder":
                 self._placeholder(node)
             elif node.op == "call_function":
-                self.value[node.name] = self._call(node)
+                if node.name not in live:
+                    continue
+                try:
+                    self.value[node.name] = self._call(node)
+                except UnsupportedLayerError as exc:  # keep going: every problem in one report
+                    failures.append((node, exc))
+                    self.value[node.name] = _FAILED
             elif node.op == "output":
                 outs = node.args[0]
                 self.outputs = []
                 for o in outs:
                     v = self.value.get(o.name) if isinstance(o, torch.fx.Node) else None
+                    if v is _FAILED:
+                        continue
                     if not self.is_layer(v):
-                        raise UnsupportedLayerError(f"model output {o} does not depend on the inputs")
+                        failures.append((node, UnsupportedLayerError(
+                            f"model output {o} does not depend on the inputs")))
+                        continue
                     self.outputs.append(v.name)
+        if failures:
+            raise _failure_report(failures)
         inputs = [self.value[n].name for n in self.user_inputs]
         return Model(self.layers, inputs=inputs, outputs=self.outputs)
 
@@ -177,6 +193,8 @@ class _Capture:
 
     def _call(self, node: torch.fx.Node) -> Any:
         target = node.target
+        if any(self.value.get(n.name) is _FAILED for n in node.all_input_nodes):
+            return _FAILED  # downstream of an op already reported
         if target is operator.getitem:
             src, index = node.args
             v = self.value[src.name]
@@ -229,7 +247,7 @@ class _Capture:
         build = op_layer_builder(target)
         if build is not None:  # the user's layer for an op of theirs (deeplift.rules.register_op)
             return self.add_user_layer(build, node, bound)
-        rule = _OPS.get(_overload_packet(target))
+        rule = _rule_for(target)
         if rule is None:
             raise UnsupportedLayerError(
                 f"op {_op_name(target)} ({_where(node)}) has no DeepLIFT rule; rewrite that part "
@@ -263,6 +281,56 @@ class _Capture:
             raise UnsupportedLayerError(f"the builder registered for {_op_name(node.target)} returned "
                                         f"{type(layer).__name__}, not a deeplift Layer")
         return self.add(layer, node, inputs)
+
+
+def _live_nodes(graph: torch.fx.Graph) -> set[str]:
+    """Names of the nodes the graph's outputs depend on. An in-place op counts as used: it may
+    write into a tensor (or a view of one) that later nodes read, e.g. ``mask[-1] = 0``."""
+    out = next(n for n in reversed(graph.nodes) if n.op == "output")
+    live: set[str] = set()
+    stack = list(out.all_input_nodes) + [
+        n for n in graph.nodes if n.op == "call_function"
+        and getattr(getattr(n.target, "_schema", None), "is_mutable", False)]
+    while stack:
+        n = stack.pop()
+        if n.name not in live:
+            live.add(n.name)
+            stack.extend(n.all_input_nodes)
+    return live
+
+
+#: the value of a node whose op could not be converted (its users are not reported again)
+_FAILED = object()
+
+
+def _failure_report(failures: list[tuple[torch.fx.Node, UnsupportedLayerError]]) -> UnsupportedLayerError:
+    """One error for every op without a rule: the single error itself, or a table of op, count
+    and first use (module and the whole call) with the reason. ``.ops`` lists the rows."""
+    if len(failures) == 1:
+        node, exc = failures[0]
+        exc.ops = [{"op": _failure_op(node), "count": 1, "first": _where(node), "reason": str(exc)}]
+        return exc
+    rows: dict[str, dict] = {}
+    for node, exc in failures:
+        op = _failure_op(node)
+        if op in rows:
+            rows[op]["count"] += 1
+        else:
+            rows[op] = {"op": op, "count": 1, "first": _where(node), "reason": str(exc)}
+    width = max(len(op) for op in rows)
+    lines = [f"{len(failures)} ops of the model ({len(rows)} kinds) have no DeepLIFT rule, listed below "
+             "(deeplift.frontends.torch.supported_ops() lists the ops that have one):",
+             f"  {'op':{width}s}  count  first use"]
+    for row in rows.values():
+        lines.append(f"  {row['op']:{width}s}  {row['count']:5d}  {row['first']}")
+        lines.append(f"  {'':{width}s}         why: {row['reason']}")
+    error = UnsupportedLayerError("\n".join(lines))
+    error.ops = list(rows.values())
+    return error
+
+
+def _failure_op(node: torch.fx.Node) -> str:
+    return "output" if node.op == "output" else _op_name(node.target)
 
 
 class _LayerRef:
@@ -372,6 +440,18 @@ def _overload_packet(target: Any) -> Any:
     return getattr(target, "overloadpacket", target)
 
 
+def _rule_for(target: Any) -> Callable | None:
+    """The rule of an op; an in-place alias (``aten.hardswish_``, ``aten.dropout_``) gets the rule
+    of its out-of-place op: the exported graph already routes later uses to its result."""
+    packet = _overload_packet(target)
+    rule = _OPS.get(packet)
+    if rule is None:
+        name = _op_name(packet).removeprefix("aten.").split(".")[0]
+        if name.endswith("_") and not name.startswith("_"):
+            rule = _OPS.get(getattr(aten, name[:-1], None))
+    return rule
+
+
 def _op_name(target: Any) -> str:
     name = getattr(target, "__name__", None) or str(target)
     return str(getattr(target, "_name", name)).replace("aten::", "aten.")
@@ -390,8 +470,35 @@ def _where(node: torch.fx.Node) -> str:
     if trace:
         lines = [l.strip() for l in trace.strip().splitlines() if l.strip()]
         if len(lines) >= 2:
-            parts.append(f"at {lines[-2]}: {lines[-1]}")
+            parts.append(f"at {lines[-2]}: {_whole_call(lines[-2], lines[-1])}")
     return ", ".join(parts) if parts else f"node {node.name}"
+
+
+def _whole_call(location: str, first_line: str) -> str:
+    """The whole statement that starts at a traceback's ``File "f", line N, in g`` (a call written
+    over several lines is quoted in full, joined onto one line), else the line given."""
+    import io
+    import linecache
+    import re
+    import textwrap
+    import tokenize
+    found = re.match(r'File "(.+)", line (\d+)', location)
+    if not found:
+        return first_line
+    path, lineno = found.group(1), int(found.group(2))
+    text = ""
+    for k in range(lineno, lineno + 40):
+        line = linecache.getline(path, k)
+        if not line:
+            break
+        text += line
+        try:
+            list(tokenize.generate_tokens(io.StringIO(textwrap.dedent(text)).readline))
+        except (tokenize.TokenError, SyntaxError):
+            continue
+        joined = " ".join(part.strip() for part in text.splitlines() if part.strip())
+        return joined if joined.startswith(first_line.strip()[:20]) else first_line
+    return first_line
 
 
 def _bind(target: Any, args: list, kwargs: dict) -> dict[str, Any]:
@@ -442,6 +549,8 @@ def _matmul(c: _Capture, node, a) -> _LayerRef:
     x, w = a["self"], a["other"]
     if c.is_layer(x) and isinstance(w, Tensor) and w.ndim == 2:
         return c.add(Dense(w.t()), node, [x])
+    if _is_batched_matmul(c, node, x, w):
+        return _product_matmul(c, node, x, w)
     raise UnsupportedLayerError(f"{_op_name(node.target)} ({_where(node)}): only input @ constant "
                                 "matrix is supported")
 
@@ -604,11 +713,10 @@ def _mul(c: _Capture, node, a):
 
 def _div(c: _Capture, node, a):
     x, y = a["self"], a["other"]
-    if c.is_layer(y):
-        raise UnsupportedLayerError(f"{_op_name(node.target)}: division by a value that depends on the "
-                                    f"inputs ({_where(node)}) has no DeepLIFT rule")
     if a.get("rounding_mode") is not None:
         raise UnsupportedLayerError(f"rounding division ({_where(node)}) has no DeepLIFT rule")
+    if c.is_layer(y):
+        return _divide_by_activation(c, node, x, y)
     y = y if isinstance(y, Tensor) else torch.tensor(float(y), dtype=c.dtype)
     return c.add(ScalarMul(1.0 / y), node, [x])
 
@@ -763,7 +871,7 @@ def _identity(c: _Capture, node, a):
 def _dropout(c: _Capture, node, a):
     if a.get("train"):
         raise UnsupportedLayerError(f"dropout in training mode ({_where(node)}); call model.eval()")
-    return _identity(c, node, {"self": a["input"]})
+    return _identity(c, node, {"self": a.get("input", a.get("self"))})
 
 
 def _to_copy(c: _Capture, node, a):
@@ -829,6 +937,234 @@ _OPS.update(RECURRENT_OPS)
 
 
 # ---------------------------------------------------------------------------------------------
+# issue 9 part A: products of two activations, attention, normalisations, more elementwise ops.
+# (One contiguous block; in-place aliases such as ``aten.hardswish_`` are found by _rule_for.)
+
+
+def _val(node_arg: Any):
+    return node_arg.meta.get("val") if isinstance(node_arg, torch.fx.Node) else None
+
+
+def _ndim(c: _Capture, v: Any, node_arg: Any) -> int:
+    if isinstance(v, Tensor):
+        return v.ndim
+    val = _val(node_arg)
+    return val.ndim if val is not None else 0
+
+
+def _is_batched_matmul(c: _Capture, node, x, y) -> bool:
+    """Both operands activations of equal rank >= 3 (the batch axis first in both), or one an
+    activation of rank >= 3 and the other a constant that does not reach its batch axis."""
+    nx, ny = _ndim(c, x, node.args[0]), _ndim(c, y, node.args[1])
+    if c.is_layer(x) and c.is_layer(y):
+        if nx == ny and nx >= 3:
+            return True
+        raise UnsupportedLayerError(
+            f"{_op_name(node.target)} of two activations of shapes {tuple(_val(node.args[0]).shape)} "
+            f"and {tuple(_val(node.args[1]).shape)} ({_where(node)}): only a batched product with the "
+            "batch axis first in both operands (rank >= 3) keeps examples apart")
+    if c.is_layer(x):
+        return nx >= 3 and isinstance(y, Tensor) and 2 <= ny < nx
+    return c.is_layer(y) and ny >= 3 and isinstance(x, Tensor) and 2 <= nx < ny
+
+
+def _product_matmul(c: _Capture, node, x, y) -> _LayerRef:
+    return c.add(MatMul(), node, [c.as_layer(x, node), c.as_layer(y, node)])
+
+
+def _bmm(c: _Capture, node, a) -> _LayerRef:
+    x, y = a["self"], a["mat2"]
+    if not _is_batched_matmul(c, node, x, y):
+        raise UnsupportedLayerError(f"bmm ({_where(node)}): an operand mixes examples")
+    return _product_matmul(c, node, x, y)
+
+
+def _baddbmm(c: _Capture, node, a) -> _LayerRef:
+    """``beta·self + alpha·(batch1 @ batch2)``."""
+    x, y, base = a["batch1"], a["batch2"], a["self"]
+    if not _is_batched_matmul(c, node, x, y):
+        raise UnsupportedLayerError(f"baddbmm ({_where(node)}): an operand mixes examples")
+    out = _product_matmul(c, node, x, y)
+    alpha, beta = a.get("alpha", 1), a.get("beta", 1)
+    if alpha != 1:
+        out = c.add(ScalarMul(torch.tensor(float(alpha), dtype=c.dtype)), node, [out])
+    if beta == 0:
+        return out
+    if c.is_layer(base):
+        if beta != 1:
+            base = c.add(ScalarMul(torch.tensor(float(beta), dtype=c.dtype)), node, [base])
+    else:
+        base = base * beta
+    return c.add(Add(), node, [out, c.as_layer(base, node)])
+
+
+def _einsum(c: _Capture, node, a) -> _LayerRef:
+    operands = list(a["tensors"])
+    if len(operands) != 2:
+        raise UnsupportedLayerError(f"einsum of {len(operands)} operands ({_where(node)}); only two "
+                                    "operands have a rule (split it into pairwise products)")
+    subs, out = _explicit_einsum(a["equation"], [_val(n).ndim for n in node.args[1]])
+    batch = subs[0 if c.is_layer(operands[0]) else 1][:1]
+    refs = []
+    for k, t in enumerate(operands):
+        if c.is_layer(t):
+            refs.append(t)
+        else:  # a constant operand gets a broadcast batch axis under the batch letter
+            subs[k] = batch + subs[k]
+            refs.append(c.as_layer(t.unsqueeze(0), node))
+    return c.add(Einsum(f"{subs[0]},{subs[1]}->{out}"), node, refs)
+
+
+def _explicit_einsum(equation: str, ndims: list[int]) -> tuple[list[str], str]:
+    """Operand subscripts and output with any ``...`` written out (aligned from the right)."""
+    import string
+    lhs, _, out = equation.replace(" ", "").partition("->")
+    subs = lhs.split(",")
+    if not _:  # implicit output: the letters used once, in alphabetical order
+        letters = "".join(subs).replace(".", "")
+        out = ("..." if "..." in lhs else "") + "".join(sorted(ch for ch in set(letters) if letters.count(ch) == 1))
+    counts = [nd - (len(s) - 3) if "..." in s else 0 for s, nd in zip(subs, ndims)]
+    free = [ch for ch in string.ascii_letters if ch not in lhs + out]
+    span = "".join(free[:max(counts, default=0)])
+    subs = [s.replace("...", span[len(span) - n:]) if "..." in s else s for s, n in zip(subs, counts)]
+    return subs, out.replace("...", span)
+
+
+def _divide_by_activation(c: _Capture, node, x, y) -> _LayerRef:
+    """``x / y`` with ``y`` an activation: ``x·(1/y)`` (Reciprocal rule, then a product)."""
+    inv = c.add(Reciprocal(), node, [y])
+    if c.is_layer(x):
+        return c.add(Mul(), node, [x, inv])
+    factor = x if isinstance(x, Tensor) else torch.tensor(float(x), dtype=c.dtype)
+    return c.add(ScalarMul(factor), node, [inv])
+
+
+def _pow(c: _Capture, node, a) -> _LayerRef:
+    base, exponent = a["self"], a["exponent"]
+    if c.is_layer(base) and not c.is_layer(exponent):
+        if isinstance(exponent, Tensor):
+            if exponent.numel() != 1:
+                raise UnsupportedLayerError(f"pow with a tensor exponent ({_where(node)}) has no rule")
+            exponent = exponent.item()
+        return c.add(Pow(float(exponent)), node, [base])
+    if c.is_layer(exponent) and not c.is_layer(base):
+        if isinstance(base, Tensor):
+            if base.numel() != 1:
+                raise UnsupportedLayerError(f"pow with a tensor base ({_where(node)}) has no rule")
+            base = base.item()
+        if float(base) <= 0:
+            raise UnsupportedLayerError(f"pow of base {base} ({_where(node)}): only a positive base")
+        return c.add(ScalarPow(float(base)), node, [exponent])
+    raise UnsupportedLayerError(f"pow of two activations ({_where(node)}) has no DeepLIFT rule; write "
+                                "it as exp(b·log(a))")
+
+
+def _logsumexp(c: _Capture, node, a) -> _LayerRef:
+    dims = a["dim"]
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    ndim = _val(node.args[0]).ndim
+    if not dims or any(d % ndim == 0 for d in dims):
+        raise UnsupportedLayerError(f"logsumexp over the batch axis ({_where(node)}) mixes examples")
+    return c.add(LogSumExp(dims, a.get("keepdim", False)), node, [a["self"]])
+
+
+def _norm_affine(t: Any, node, what: str, example_ndim: int, channel_axis: bool) -> Tensor | None:
+    t = _need_constant(t, what, node)
+    if t is None or not channel_axis:
+        return t
+    return t.reshape(-1, *([1] * (example_ndim - 1)))  # per channel of (C, *S)
+
+
+def _layer_norm(c: _Capture, node, a) -> _LayerRef:
+    k = len(a["normalized_shape"])
+    return c.add(Normalize(range(-k, 0), a.get("eps", 1e-5), _need_constant(a.get("weight"), "the weight", node),
+                           _need_constant(a.get("bias"), "the bias", node)), node, [a["input"]])
+
+
+def _rms_norm(c: _Capture, node, a) -> _LayerRef:
+    k = len(a["normalized_shape"])
+    eps = a.get("eps")
+    if eps is None:  # torch's default: the machine epsilon of the input's dtype
+        eps = torch.finfo(_val(node.args[0]).dtype).eps
+    return c.add(Normalize(range(-k, 0), eps, _need_constant(a.get("weight"), "the weight", node),
+                           center=False), node, [a["input"]])
+
+
+def _group_norm(c: _Capture, node, a) -> _LayerRef:
+    ndim = _val(node.args[0]).ndim - 1
+    return c.add(Normalize((-1,), a.get("eps", 1e-5), _norm_affine(a.get("weight"), node, "the weight", ndim, True),
+                           _norm_affine(a.get("bias"), node, "the bias", ndim, True),
+                           groups=int(a["num_groups"])), node, [a["input"]])
+
+
+def _instance_norm(c: _Capture, node, a) -> _LayerRef:
+    if not a.get("use_input_stats", True):  # running statistics: a fixed affine map
+        return c.add(BatchNorm(a["running_mean"], a["running_var"], a.get("weight"), a.get("bias"),
+                               a["eps"]), node, [a["input"]])
+    ndim = _val(node.args[0]).ndim - 1
+    return c.add(Normalize(range(-(ndim - 1), 0), a.get("eps", 1e-5),
+                           _norm_affine(a.get("weight"), node, "the weight", ndim, True),
+                           _norm_affine(a.get("bias"), node, "the bias", ndim, True)), node, [a["input"]])
+
+
+def _attention(c: _Capture, node, a) -> _LayerRef:
+    """``scaled_dot_product_attention`` as its parts: ``softmax(q·kᵀ·scale + mask)·v``, with the
+    products by the Shapley rule and the exact softmax rule. A boolean or causal mask becomes an
+    additive constant of 0 / the dtype's most negative finite value (the softmax gives exactly 0
+    there, as PyTorch's does)."""
+    q, k, v = a["query"], a["key"], a["value"]
+    vals = [_val(n) for n in node.args[:3]]
+    if a.get("dropout_p", 0.0):
+        raise UnsupportedLayerError(f"attention with dropout_p={a['dropout_p']} ({_where(node)}) is random; "
+                                    "call model.eval() or pass dropout_p=0")
+    if len({t.ndim for t in vals}) != 1 or vals[0].ndim < 3:
+        raise UnsupportedLayerError(f"attention on operands of shapes {[tuple(t.shape) for t in vals]} "
+                                    f"({_where(node)}): q, k and v must have the same rank >= 3")
+    if a.get("enable_gqa") and vals[0].shape[-3] != vals[1].shape[-3]:
+        raise UnsupportedLayerError(f"grouped-query attention ({_where(node)}) has no rule yet")
+    ndim = vals[0].ndim
+    dims = list(range(ndim))
+    dims[-1], dims[-2] = dims[-2], dims[-1]
+    kt = c.add(Permute(dims), node, [c.as_layer(k, node)])
+    scores = c.add(MatMul(), node, [c.as_layer(q, node), kt])
+    scale = a.get("scale")
+    scale = 1.0 / math.sqrt(vals[0].shape[-1]) if scale is None else float(scale)
+    scores = c.add(ScalarMul(torch.tensor(scale, dtype=c.dtype)), node, [scores])
+    mask, lowest = a.get("attn_mask"), torch.finfo(vals[0].dtype).min
+    if a.get("is_causal"):
+        length, source = vals[0].shape[-2], vals[1].shape[-2]
+        mask = torch.ones(length, source, dtype=torch.bool).tril()
+    if mask is not None:
+        if c.is_layer(mask):
+            if _val(node.args[3]).dtype == torch.bool:
+                raise UnsupportedLayerError(f"a boolean attention mask computed from the inputs "
+                                            f"({_where(node)}) has no rule")
+        elif mask.dtype == torch.bool:
+            mask = torch.zeros(mask.shape, dtype=vals[0].dtype).masked_fill(~mask, lowest)
+        else:
+            mask = mask.to(vals[0].dtype).clamp(min=lowest)
+        scores = c.add(Add(), node, [scores, c.as_layer(mask, node)])
+    weights = c.add(Softmax(-1), node, [scores])
+    return c.add(MatMul(), node, [weights, c.as_layer(v, node)])
+
+
+_OPS.update({
+    aten.bmm: _bmm, aten.baddbmm: _baddbmm, aten.einsum: _einsum,
+    aten.scaled_dot_product_attention: _attention,
+    aten.layer_norm: _layer_norm, aten.rms_norm: _rms_norm, aten.group_norm: _group_norm,
+    aten.instance_norm: _instance_norm,
+    aten.log: _unary(lambda a: Log()), aten.log1p: _unary(lambda a: Log1p()),
+    aten.sqrt: _unary(lambda a: Sqrt()), aten.rsqrt: _unary(lambda a: Rsqrt()),
+    aten.reciprocal: _unary(lambda a: Reciprocal()), aten.abs: _unary(lambda a: Abs()),
+    aten.square: _unary(lambda a: Pow(2.0)), aten.pow: _pow,
+    aten.erf: _unary(lambda a: Erf()),
+    aten.hardswish: _unary(lambda a: Hardswish()), aten.hardsigmoid: _unary(lambda a: Hardsigmoid()),
+    aten.mish: _unary(lambda a: Mish()),
+    aten.logsumexp: _logsumexp,
+})
+
+
+# ---------------------------------------------------------------------------------------------
 # entry points
 
 
@@ -881,7 +1217,7 @@ def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = T
     batch = examples[0].shape[0]
     with _eval_mode(module), torch.no_grad():
         try:  # a module that cannot run on the examples is the user's to fix, not an export failure
-            expected = module(*examples)
+            expected = module(*(e.clone() for e in examples))  # a module may work in place
             if isinstance(expected, dict) or not all(
                     isinstance(e, Tensor) for e in (expected if isinstance(expected, (tuple, list))
                                                     else (expected,))):
