@@ -340,3 +340,26 @@ def test_recurrent_layer_without_batch_first_is_refused_clearly():
 
     with pytest.raises(deeplift.UnsupportedLayerError, match="batch_first"):
         deeplift.convert(TimeFirst().double(), _randn(3, 4))
+
+
+class _SplitHeads(nn.Module):
+    """Attention's habit: ``qkv.reshape(B, N, 3, D).permute(2, 0, 1, 3)`` then ``unbind(0)`` (and
+    ``[i]``), with a mask built from arange/ge over the batch size that broadcasts in an add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.out = nn.Linear(4, 12), nn.Linear(4, 2)
+
+    def forward(self, x):  # (N, L, 4)
+        b, n = x.shape[0], x.shape[1]
+        qkv = self.qkv(x).reshape(b, n, 3, 4).permute(2, 0, 1, 3)
+        q, k, v = qkv.unbind(0)
+        bias = (torch.arange(b)[:, None, None] >= 0).expand(b, n, 4).to(x.dtype)  # same per example
+        h = torch.tanh(q) * torch.sigmoid(k) + v + bias + qkv[1]
+        return self.out(h.mean(1))
+
+
+def test_permute_moving_the_batch_axis_then_unbind_and_a_mask_built_from_the_batch_size():
+    torch.manual_seed(0)
+    model = check_exact(_SplitHeads(), _randn(3, 5, 4))
+    assert not _layers(model, BatchConstant)  # the mask entered the add as a constant

@@ -27,7 +27,8 @@ from ..layers import (ELU, GELU, SELU, AdaptiveAvgPool, Add, AvgPool, BatchNorm,
                       Select, Sigmoid, SiLU, Slice, Softmax, Softplus, Squeeze, Sub, Tanh, Unsqueeze)
 from ..layers.structure import BatchConstant
 from .torch_recurrent import RECURRENT_OPS, StackedStates, select_row
-from .torch_structure import SHAPE_ONLY, STRUCTURE_OPS, conv_transposed
+from .torch_structure import (BROADCASTING, SHAPE_ONLY, STRUCTURE_OPS, BatchMoved, conv_transposed,
+                              pending_use)
 from ..layers import (Abs, Einsum, Erf, Hardsigmoid, Hardswish, Log, Log1p, LogSumExp, MatMul, Mish,
                       Normalize, Pow, Reciprocal, Rsqrt, ScalarPow, Sqrt)
 
@@ -216,6 +217,9 @@ class _Capture:
         args = [self._arg(a) for a in node.args]
         kwargs = {k: self._arg(v) for k, v in node.kwargs.items()}
         flat = _flat_args(args) + _flat_args(list(kwargs.values()))
+        moved = [a for a in flat if isinstance(a, BatchMoved)]
+        if moved:  # q, k, v = qkv.permute(2, 0, ...).unbind(0)
+            return pending_use(self, node, moved[0], target, _bind(target, args, kwargs))
         stacked = [a for a in flat if isinstance(a, StackedStates)]
         if stacked:  # h_n[i] of a recurrent layer
             dim = 0 if target is operator.getitem else _bind(target, args, kwargs).get("dim", -1)
@@ -242,7 +246,8 @@ class _Capture:
         if deferred and _overload_packet(target) not in RECURRENT_OPS:
             # a constant that repeats per example, used by an op with a rule (recurrent layers
             # read their zero initial state themselves)
-            args, kwargs = self._materialize(args, node), self._materialize(kwargs, node)
+            broadcast = _overload_packet(target) in BROADCASTING
+            args, kwargs = self._materialize(args, node, broadcast), self._materialize(kwargs, node, broadcast)
         bound = _bind(target, args, kwargs)
         build = op_layer_builder(target)
         if build is not None:  # the user's layer for an op of theirs (deeplift.rules.register_op)
@@ -258,13 +263,21 @@ class _Capture:
             raise UnsupportedLayerError(f"op {_op_name(target)} ({_where(node)}): {exc}") from exc
 
 
-    def _materialize(self, v: Any, node: torch.fx.Node) -> Any:
+    def _materialize(self, v: Any, node: torch.fx.Node, broadcast: bool) -> Any:
+        """Batch-dependent constants as layers, or — for an op that broadcasts its arguments
+        against each other (an attention mask, an additive bias) — as one example's value with a
+        batch axis of 1, which the op's rule takes as an ordinary constant."""
         if isinstance(v, _BatchDependent):
+            if broadcast:
+                value = v.per_example()
+                if value is None:
+                    raise v.error
+                return value.unsqueeze(0)
             return self.batch_constant(v, node)
         if isinstance(v, dict):
-            return {k: self._materialize(x, node) for k, x in v.items()}
+            return {k: self._materialize(x, node, broadcast) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
-            return type(v)(self._materialize(x, node) for x in v)
+            return type(v)(self._materialize(x, node, broadcast) for x in v)
         return v
 
     def add_user_layer(self, build: Callable[..., Layer], node: torch.fx.Node, bound: dict) -> "_LayerRef":

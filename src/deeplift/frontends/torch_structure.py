@@ -18,7 +18,7 @@ from ..layers.base import Layer
 from ..layers.embedding import Embedding
 from ..layers.linear import ScalarMul
 from ..layers.merge import Add
-from ..layers.shape import Reshape
+from ..layers.shape import Permute, Reshape, Select
 from ..layers.structure import Expand, Repeat, Roll, Upsample
 from ..layers.transposed import ConvTranspose
 
@@ -28,6 +28,51 @@ aten = torch.ops.aten
 def out_shape(node) -> tuple[int, ...]:
     """The non-batch output sizes of an exported node."""
     return tuple(int(s) for s in node.meta["val"].shape[1:])
+
+
+class BatchMoved:
+    """``x.permute(dims)`` that moves the batch axis (``dims[0] != 0``), kept pending: attention
+    code does ``qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4)`` and then takes ``q, k, v`` with
+    ``unbind(0)`` / ``[i]``, after which the batch axis is first again. Only such whole-row
+    selections along the new leading axis are accepted."""
+
+    def __init__(self, source, dims: tuple[int, ...]) -> None:
+        self.source, self.dims = source, dims
+
+    def row(self, c, node, index: int):
+        """``permuted[index]`` = ``x.select(dims[0], index)`` permuted by the remaining dims."""
+        axis = self.dims[0]
+        rest = [d - (d > axis) for d in self.dims[1:]]
+        if rest[0] != 0:
+            raise UnsupportedLayerError(f"permute {list(self.dims)} ({c.where(node)}) leaves the batch "
+                                        "axis away from the front")
+        out = c.add(Select(axis, int(index)), node, [self.source], suffix=f"row{index}")
+        if rest != sorted(rest):
+            out = c.add(Permute(rest), node, [out])
+        return out
+
+
+def pending_use(c, node, value, target, bound: dict):
+    """A pending value (:class:`BatchMoved`) used by ``node``: a row of it, or all rows (unbind)."""
+    packet = getattr(target, "overloadpacket", target)
+    if packet is aten.select and bound.get("dim") == 0:
+        return value.row(c, node, bound["index"] % value_length(node))
+    if packet is aten.unbind and bound.get("dim", 0) == 0:
+        return [value.row(c, node, i) for i in range(value_length(node))]
+    raise UnsupportedLayerError(f"a permute that moves the batch axis is used by {packet} "
+                                f"({c.where(node)}); only whole rows along its first axis "
+                                "(unbind(0), x[i]) bring the batch axis back to the front")
+
+
+def value_length(node) -> int:
+    return int(node.args[0].meta["val"].shape[0])
+
+
+def _permute(c, node, a):
+    dims = tuple(int(d) % node.args[0].meta["val"].ndim for d in a["dims"])
+    if dims[0] == 0:
+        return c.add(Permute(dims), node, [a["self"]])
+    return BatchMoved(a["self"], dims)
 
 
 def _roll(c, node, a):
@@ -121,9 +166,17 @@ def _no_op(c, node, a):
     return None
 
 
+#: ops that broadcast their tensor arguments against each other: a constant repeated for every
+#: example enters them with a batch axis of 1 (an attention mask, a bias), not as a layer
+BROADCASTING = {aten.add, aten.add_, aten.sub, aten.sub_, aten.rsub, aten.mul, aten.mul_, aten.div,
+                aten.div_, aten.where, aten.masked_fill, aten.masked_fill_,
+                aten.scaled_dot_product_attention}
+
+
 STRUCTURE_OPS: dict[Any, Callable[..., Any]] = {
     aten._assert_tensor_metadata: _no_op,
     aten.roll: _roll,
+    aten.permute: _permute,
     aten.unflatten: _unflatten,
     aten.expand: _expand,
     aten.repeat: _repeat,
