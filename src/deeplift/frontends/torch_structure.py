@@ -14,7 +14,6 @@ import torch
 from torch import Tensor
 
 from ..errors import UnsupportedLayerError
-from ..layers.base import Layer
 from ..layers.embedding import Embedding
 from ..layers.linear import ScalarMul
 from ..layers.merge import Add
