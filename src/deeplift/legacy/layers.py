@@ -29,7 +29,8 @@ import numpy as np
 from torch import Tensor
 
 from ..errors import DeepLiftError, InputError
-from .util import enum
+from .batching import enum
+from .blob_api import BlobMethods
 from ..layers import activations as _act
 from ..layers.base import Input as _Input
 from ..layers.linear import AvgPool as _AvgPool
@@ -106,24 +107,16 @@ def check_mode(value: str, allowed, what: str) -> str:
 _names = itertools.count()
 
 
-class OriginalLayer:
-    """Mixin: automatic names (layers can be wired before a model names them) and the original's
-    small accessors."""
+class OriginalLayer(BlobMethods):
+    """Mixin: automatic names (layers can be wired before a model names them), the original's
+    small accessors and the seed's blob methods (:mod:`deeplift.legacy.blob_api`)."""
 
     def _auto_name(self, name: str | None) -> str:
         return name if name is not None else f"{type(self).__name__.lower()}_{next(_names)}"
 
-    def get_name(self) -> str:
-        return self.name
-
     def get_inputs(self):
         ins = getattr(self, "_input_layers", [])
         return ins[0] if len(ins) == 1 else ins
-
-    def get_activation_vars(self):
-        """A handle on this layer's output for :func:`deeplift.util.compile_func`."""
-        from .handles import activation_handle
-        return activation_handle(self)
 
     def build_fwd_pass_vars(self) -> None:
         """No-op: our graphs need no symbolic build step (kept for old code)."""

@@ -43,9 +43,10 @@ from .layers import (MODE_TO_RULE, MultipliersNotAvailableError, NonlinearMxtsMo
                               OriginalInputError, TargetLayerError, UnsupportedModeError,
                               check_mode)
 from ..methods import _TRANSPARENT, genomics_default_rule, get_method, rule_resolver
-from .util import enum as _enum
-from .util import run_function_in_batches
-from .handles import ActivationHandle, _register, activation_handle  # noqa: F401  (public here)
+from .batching import enum as _enum
+from .batching import run_function_in_batches
+from .handles import ActivationHandle, activation_handle  # noqa: F401  (public here)
+from .blob_api import register
 
 __all__ = ["SequentialModel", "GraphModel", "FuncType", "activation_handle",
            "TargetLayerError", "MultipliersNotAvailableError", "UnsupportedModeError"]
@@ -159,7 +160,7 @@ class _OriginalModel:
         self._options = rule_options or RuleOptions(max_routing="gradient", original_quirks=True)
         self._rules = resolve_nonlinear_modes(model, nonlinear_mxts_mode, layer_overrides, verbose)
         self._rule_for = rule_resolver(model, get_method("rescale"), overrides=self._rules)
-        _register(model)
+        register(model, self)
 
     # -- inspection -------------------------------------------------------------------------------
     @property
@@ -205,35 +206,14 @@ class _OriginalModel:
         elif func_type != FuncType.contribs:
             raise NotImplementedError(f"func_type {func_type!r} is not implemented")
         find_names = [l.name for l in find_layers]
-        needed = [target.name, *find_names]
-        input_names = model.input_names
+        input_names = self._model.input_names
         n_inputs = len(input_names)
-        options, rule_for = self._options, self._rule_for
-        contribs = func_type == FuncType.contribs
+        quantity = "target_contribs" if func_type == FuncType.contribs else "mxts"
 
         def batch(arrays: list[np.ndarray], task_idx: int):
-            dtype, device = model.dtype, model.device
-            ts = [torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
-                  for a in arrays]
-            with torch.no_grad():
-                x_values, r_values = engine.forward_together(model, ts[:n_inputs], ts[n_inputs:],
-                                                             needed)
-                state = PassState(model, x_values, r_values, None, None, rule_for, options)
-                out = state.x(target.name)
-                if not -out.shape[-1] <= task_idx < out.shape[-1]:
-                    raise InputError(f"task_idx {task_idx} is out of range: the target layer "
-                                     f"{target.name!r} has {out.shape[-1]} units")
-                seeds = torch.zeros((1, *out.shape), dtype=out.dtype, device=out.device)
-                seeds[0, ..., task_idx] = 1
-                mults = engine.backward(model, state, target.name, seeds, find_names)
-                results = []
-                for name in find_names:
-                    m_pos, m_neg = mults[name]
-                    if contribs:
-                        v = engine.contributions(state, name, (m_pos, m_neg))
-                    else:
-                        v = m_pos if m_neg is None else 0.5 * (m_pos + m_neg)
-                    results.append(v[0].detach().cpu().numpy().astype(np.float32, copy=False))
+            results = self._compute(arrays[:n_inputs], arrays[n_inputs:],
+                                    [(name, quantity) for name in find_names], target.name,
+                                    task_idx)
             return results[0] if single else results
 
         def func(task_idx, input_data_list, batch_size, progress_update,
@@ -266,6 +246,64 @@ class _OriginalModel:
                 multimodal_output=not single)
 
         return func
+
+    def _compute(self, xs: Sequence[np.ndarray], rs: Sequence[np.ndarray] | None,
+                 requests: Sequence[tuple[str, str]], target: str | None, task_idx: int = 0,
+                 scoring_mode: str = "OneAndZeros") -> list[np.ndarray]:
+        """One pass of the engine on a batch: ``xs`` (and ``rs``) in ``model.input_names`` order;
+        ``requests`` are (layer name, quantity) pairs, quantity one of ``activation``,
+        ``reference``, ``pos_mxts``, ``neg_mxts``, ``target_contribs`` (multipliers × split
+        difference-from-reference) or ``mxts`` (½(m⁺ + m⁻)), the backward ones for unit
+        ``task_idx`` (along the last axis) of layer ``target``. Returns float32 arrays."""
+        model = self._model
+        dtype, device = model.dtype, model.device
+
+        def tensors(arrays):
+            return [torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
+                    for a in arrays]
+
+        backward = [name for name, q in requests if q not in ("activation", "reference")]
+        needed = list(dict.fromkeys([name for name, _ in requests]
+                                    + ([target] if backward else [])))
+        with torch.no_grad():
+            if rs is None:
+                x_values, r_values = model.forward_all(tensors(xs), needed), None
+            else:
+                x_values, r_values = engine.forward_together(model, tensors(xs), tensors(rs),
+                                                             needed)
+            mults = {}
+            if backward:
+                state = PassState(model, x_values, r_values, None, None, self._rule_for,
+                                  self._options)
+                out = state.x(target)
+                units = out.shape[-1]
+                if not -units <= task_idx < units:
+                    raise InputError(f"task_idx {task_idx} is out of range: the target layer "
+                                     f"{target!r} has {units} units")
+                seeds = torch.zeros((1, *out.shape), dtype=out.dtype, device=out.device)
+                if scoring_mode == "SoftmaxPreActivation":
+                    seeds -= 1.0 / units
+                seeds[0, ..., task_idx] += 1
+                mults = engine.backward(model, state, target, seeds,
+                                        list(dict.fromkeys(backward)))
+            results = []
+            for name, quantity in requests:
+                if quantity == "activation":
+                    v = x_values[name]
+                elif quantity == "reference":
+                    v = r_values[name]
+                else:
+                    m_pos, m_neg = mults[name]
+                    if quantity == "target_contribs":
+                        v = engine.contributions(state, name, (m_pos, m_neg))[0]
+                    elif quantity == "pos_mxts":
+                        v = m_pos[0]
+                    elif quantity == "neg_mxts":
+                        v = (m_pos if m_neg is None else m_neg)[0]
+                    else:
+                        v = (m_pos if m_neg is None else 0.5 * (m_pos + m_neg))[0]
+                results.append(v.detach().cpu().numpy().astype(np.float32, copy=False))
+        return results
 
     def _inputs_in_order(self, value, what: str) -> list:
         names = self._input_layer_names
