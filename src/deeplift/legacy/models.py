@@ -145,6 +145,30 @@ def _visible(layers: Iterable[Layer]) -> list[Layer]:
     return [l for l in layers if not getattr(l, "auxiliary", False)]
 
 
+def _keras_name_aliases(model: Model, name_to_layer: dict[str, Layer]) -> dict[str, str]:
+    """Names a user may write for the layers of a converted Keras model -> our names: the Keras
+    layer name (node 0; ``<name>_<k>`` for node k) for the layer standing for it, and
+    ``preact_<name>`` for its linear part. Ambiguous aliases are left out."""
+    nodes = getattr(model, "keras_nodes", None) or {}
+    found: dict[str, list[str]] = {}
+    for name in name_to_layer:
+        if name not in nodes:
+            continue
+        keras_name, k = nodes[name]
+        base = keras_name if k == 0 else f"{keras_name}_{k}"
+        alias = f"preact_{base}" if name.startswith("preact_") else base
+        if alias != name and alias not in name_to_layer:
+            found.setdefault(alias, []).append(name)
+    return {alias: names[0] for alias, names in found.items() if len(names) == 1}
+
+
+def _one_target_name(target_layer_name, pre_activation_target_layer_name):
+    if target_layer_name is not None and pre_activation_target_layer_name is not None:
+        raise OriginalInputError("give target_layer_name or pre_activation_target_layer_name "
+                                 "(the same thing), not both")
+    return target_layer_name if target_layer_name is not None else pre_activation_target_layer_name
+
+
 # ---------------------------------------------------------------------------------------------
 # the wrappers
 
@@ -160,6 +184,7 @@ class _OriginalModel:
         self._options = rule_options or RuleOptions(max_routing="gradient", original_quirks=True)
         self._rules = resolve_nonlinear_modes(model, nonlinear_mxts_mode, layer_overrides, verbose)
         self._rule_for = rule_resolver(model, get_method("rescale"), overrides=self._rules)
+        self._aliases = _keras_name_aliases(model, self._name_to_layer)
         register(model, self)
 
     # -- inspection -------------------------------------------------------------------------------
@@ -173,6 +198,15 @@ class _OriginalModel:
 
     def get_name_to_layer(self) -> dict[str, Layer]:
         return dict(self._name_to_layer)
+
+    def get_name_to_blob(self) -> dict[str, Layer]:
+        """The seed's name for :meth:`get_name_to_layer` (layers were "blobs")."""
+        return self.get_name_to_layer()
+
+    def _canonical(self, name: str) -> str:
+        """A layer name as the user may write it (its Keras name, without the ``_0`` of the
+        original's functional naming) -> our name."""
+        return name if name in self._name_to_layer else self._aliases.get(name, name)
 
     def nonlinear_rules(self) -> dict[str, str]:
         """The rule of ours each activation layer uses (after resolving the genomics default)."""
@@ -364,6 +398,7 @@ class SequentialModel(_OriginalModel):
 
     def _layer(self, idx_or_name) -> Layer:
         if isinstance(idx_or_name, str):
+            idx_or_name = self._canonical(idx_or_name)
             if idx_or_name not in self._name_to_layer:
                 raise OriginalInputError(f"no layer named {idx_or_name!r}; layers: "
                                          f"{list(self._name_to_layer)}")
@@ -376,20 +411,26 @@ class SequentialModel(_OriginalModel):
         return [self._layer(find)], True
 
     def get_target_contribs_func(self, find_scores_layer_idx=0, target_layer_idx=-2, *,
-                                 find_scores_layer_name=None, target_layer_name=None) -> Callable:
+                                 find_scores_layer_name=None, target_layer_name=None,
+                                 pre_activation_target_layer_name=None) -> Callable:
         """``f(task_idx, input_data_list, batch_size, progress_update, input_references_list=None)``
         returning the contributions of the find-scores layer(s) (indices into ``get_layers()``,
         or names) to unit ``task_idx`` of the target layer (default −2: the logits before a final
-        sigmoid/softmax)."""
+        sigmoid/softmax). The graph models' keywords work too (``find_scores_layer_name=``,
+        ``pre_activation_target_layer_name=``), as the seed README uses them on whatever
+        ``convert_functional_model`` returns."""
         return self._func(find_scores_layer_idx, target_layer_idx, find_scores_layer_name,
-                          target_layer_name, FuncType.contribs)
+                          _one_target_name(target_layer_name, pre_activation_target_layer_name),
+                          FuncType.contribs)
 
     def get_target_multipliers_func(self, find_scores_layer_idx=0, target_layer_idx=-2, *,
-                                    find_scores_layer_name=None, target_layer_name=None) -> Callable:
+                                    find_scores_layer_name=None, target_layer_name=None,
+                                    pre_activation_target_layer_name=None) -> Callable:
         """Like :meth:`get_target_contribs_func`, returning the multipliers ½(m⁺ + m⁻) of Input
         find-scores layers."""
         return self._func(find_scores_layer_idx, target_layer_idx, find_scores_layer_name,
-                          target_layer_name, FuncType.multipliers)
+                          _one_target_name(target_layer_name, pre_activation_target_layer_name),
+                          FuncType.multipliers)
 
     def _func(self, find_idx, target_idx, find_name, target_name, func_type) -> Callable:
         find_layers, single = self._find_layers(find_name if find_name is not None else find_idx)
@@ -440,6 +481,7 @@ class GraphModel(_OriginalModel):
         return _visible(self._model.layers.values())
 
     def _layer(self, name: str) -> Layer:
+        name = self._canonical(name)
         if name not in self._name_to_layer:
             raise OriginalInputError(f"no layer named {name!r}; layers: {list(self._name_to_layer)}")
         return self._name_to_layer[name]

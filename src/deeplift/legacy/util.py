@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import backend
 from .batching import enum, run_function_in_batches  # noqa: F401  (public here)
 
 #: |Δx| below which a nonlinearity uses its gradient at the reference (the original's ``T``)
@@ -43,51 +44,10 @@ __all__ = [
 
 
 def compile_func(inputs, outputs) -> Callable:
-    """A function ``f(list_of_arrays)`` computing the forward values of ``outputs``.
-
-    The original compiled TensorFlow placeholders; here ``inputs`` are input layers (or the
-    handles ``layer.get_activation_vars()`` returns, or layer names of one model) and ``outputs``
-    a layer/handle or a list of them. A single input is wrapped in a list (with a note, as the
-    original did). The function returns one array, or a list of arrays for a list of outputs.
-    """
-    import torch
-
-    from .handles import activation_handle
-
-    if not isinstance(inputs, (list, tuple)):
-        print("Wrapping the inputs in a list...")
-        inputs = [inputs]
-    single = not isinstance(outputs, (list, tuple))
-    outs = [outputs] if single else list(outputs)
-    in_handles = [activation_handle(i) for i in inputs]
-    out_handles = [activation_handle(o) for o in outs]
-    model = next((h.model for h in in_handles + out_handles if h.model is not None), None)
-    if model is None:
-        from ..graph import Model
-
-        model = Model.from_output_layers([h.layer for h in out_handles],
-                                         inputs=[h.name for h in in_handles])
-    in_names = [h.name for h in in_handles]
-    if set(in_names) != set(model.input_names):
-        missing = [n for n in model.input_names if n not in in_names]
-        raise ValueError(f"compile_func: the inputs {in_names} do not cover the model's input "
-                         f"layers (missing {missing})")
-    order = [in_names.index(n) for n in model.input_names]
-    out_names = [h.name for h in out_handles]
-
-    def func(arrays):
-        if not isinstance(arrays, (list, tuple)):
-            arrays = [arrays]
-        if len(arrays) != len(in_names):
-            raise ValueError(f"expected {len(in_names)} input arrays, got {len(arrays)}")
-        tensors = [torch.as_tensor(np.asarray(arrays[k], dtype=np.float32)).to(model.dtype)
-                   for k in order]
-        with torch.no_grad():
-            values = model.forward_all(tensors, out_names)
-        results = [values[n].detach().cpu().numpy() for n in out_names]
-        return results[0] if single else results
-
-    return func
+    """``deeplift.backend.function(inputs, outputs)`` (as in the original): a function
+    ``f(list_of_arrays)`` of the input layers' arrays (then their references) computing the
+    outputs' values (one array, or a list for a list of outputs)."""
+    return backend.function(inputs, outputs)
 
 
 # ---------------------------------------------------------------------------------------------
