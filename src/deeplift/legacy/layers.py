@@ -33,6 +33,7 @@ from .batching import enum
 from .blob_api import BlobMethods
 from ..layers import activations as _act
 from ..layers.base import Input as _Input
+from ..layers.base import Layer as _Layer
 from ..layers.linear import AvgPool as _AvgPool
 from ..layers.linear import BatchNorm as _BatchNorm
 from ..layers.linear import Conv as _Conv
@@ -105,6 +106,9 @@ def check_mode(value: str, allowed, what: str) -> str:
 # shared behaviour
 
 _names = itertools.count()
+
+#: the seed's name of the base class of every layer (``deeplift.blobs.core.Blob``)
+Blob = _Layer
 
 
 class OriginalLayer(BlobMethods):
@@ -474,7 +478,7 @@ __all__ = [
     "NonlinearMxtsMode", "DenseMxtsMode", "ConvMxtsMode", "MaxPoolDeepLiftMode", "ScoringMode",
     "ActivationNames", "PoolMode", "PaddingMode", "DataFormat", "MODE_TO_RULE",
     "UnsupportedModeError", "TargetLayerError", "MultipliersNotAvailableError",
-    "OriginalInputError", "OriginalLayer", "tf_padding_pairs",
+    "OriginalInputError", "OriginalLayer", "Blob", "tf_padding_pairs",
     "Input", "Dense", "Flatten", "NoOp", "Concat", "BatchNormalization",
     "ReLU", "PReLU", "Sigmoid", "Tanh", "Softmax",
     "Conv1D", "Conv2D", "AvgPool1D", "AvgPool2D", "MaxPool1D", "MaxPool2D",

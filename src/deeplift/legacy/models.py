@@ -200,8 +200,13 @@ class _OriginalModel:
         return dict(self._name_to_layer)
 
     def get_name_to_blob(self) -> dict[str, Layer]:
-        """The seed's name for :meth:`get_name_to_layer` (layers were "blobs")."""
-        return self.get_name_to_layer()
+        """Every name a layer ("blob", in the seed) answers to: our names (those of
+        :meth:`get_name_to_layer`), then the Keras names as written in the user's model (a
+        functional model's ``"dense"`` for our ``"dense_0"``, a Sequential model's ``"dense"``
+        for our ``"1"``), which every function taking a layer name accepts too."""
+        out = self.get_name_to_layer()
+        out.update((alias, self._name_to_layer[name]) for alias, name in self._aliases.items())
+        return out
 
     def _canonical(self, name: str) -> str:
         """A layer name as the user may write it (its Keras name, without the ``_0`` of the
