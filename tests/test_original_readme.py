@@ -227,6 +227,17 @@ def test_graph_and_functional_snippets_take_keras_names_as_written(graph_model):
         assert_same(f(task_idx=1, input_data_list=[X], batch_size=4, progress_update=None), want)
 
 
+def test_converters_take_a_model_file_path_too(graph_model, tmp_path):
+    path = tmp_path / "graph.keras"
+    graph_model.save(path)
+    X = data((4, 6), seed=16)
+    ns = run_snippet(README_GRAPH, keras_model=str(path))
+    scores = ns["deeplift_contribs_func"](task_idx=0, input_data_list=[X], batch_size=10,
+                                          progress_update=None)
+    assert_same(scores, attribute_like_original(graph_model, X, method="genomics_default",
+                                                target=0))
+
+
 def test_functional_snippet_on_a_sequential_model_takes_the_graph_keywords(keras):
     keras.utils.set_random_seed(5)
     keras_model = keras.Sequential([keras.Input((6,), name="name_of_input_layer"),
