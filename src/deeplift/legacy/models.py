@@ -147,18 +147,26 @@ def _visible(layers: Iterable[Layer]) -> list[Layer]:
 
 def _keras_name_aliases(model: Model, name_to_layer: dict[str, Layer]) -> dict[str, str]:
     """Names a user may write for the layers of a converted Keras model -> our names: the Keras
-    layer name (node 0; ``<name>_<k>`` for node k) for the layer standing for it, and
-    ``preact_<name>`` for its linear part. Ambiguous aliases are left out."""
+    layer name (node 0; ``<name>_<k>`` for node k) for the layer standing for that Keras layer,
+    and ``preact_<name>`` for its linear part (when an ``activation=`` split it in two)."""
     nodes = getattr(model, "keras_nodes", None) or {}
-    found: dict[str, list[str]] = {}
+    groups: dict[tuple[str, int], list[str]] = {}
     for name in name_to_layer:
-        if name not in nodes:
-            continue
-        keras_name, k = nodes[name]
+        if name in nodes:
+            groups.setdefault(tuple(nodes[name]), []).append(name)
+    found: dict[str, list[str]] = {}
+    for (keras_name, k), names in groups.items():
         base = keras_name if k == 0 else f"{keras_name}_{k}"
-        alias = f"preact_{base}" if name.startswith("preact_") else base
-        if alias != name and alias not in name_to_layer:
-            found.setdefault(alias, []).append(name)
+        if len(names) == 1:
+            pairs = [(base, names[0])]
+        else:
+            main = [n for n in names if f"preact_{n}" in names]
+            if len(main) != 1 or len(names) != 2:
+                continue
+            pairs = [(base, main[0]), (f"preact_{base}", f"preact_{main[0]}")]
+        for alias, name in pairs:
+            if alias != name and alias not in name_to_layer:
+                found.setdefault(alias, []).append(name)
     return {alias: names[0] for alias, names in found.items() if len(names) == 1}
 
 
