@@ -425,6 +425,22 @@ def test_blobs_built_by_hand_run_the_forward_and_backward_recipes():
                                atol=1e-4)
 
 
+def test_seed_constructor_keywords_of_input_and_dense():
+    import deeplift.blobs.core as core
+
+    rng = np.random.RandomState(17)
+    W, b = rng.randn(4, 2).astype(F32), rng.randn(2).astype(F32)
+    inp = core.Input(num_dims=2, shape=(None, 4))
+    dense = core.Dense(W=W, b=b, dense_mxts_mode=core.DenseMxtsMode.Linear).set_inputs(inp)
+    X = rng.randn(3, 4).astype(F32)
+    out = deeplift.backend.function([inp.get_activation_vars()], dense.get_activation_vars())([X])
+    np.testing.assert_allclose(out, X @ W + b, rtol=1e-6, atol=1e-6)
+    with pytest.raises(deeplift.InputError, match="num_dims=3"):
+        core.Input(num_dims=3, shape=(None, 4))
+    with pytest.raises(deeplift.InputError, match="once each"):
+        core.Dense(kernel=W, W=W, b=b)
+
+
 def test_original_public_paths_of_the_seed():
     import deeplift.blobs.convolution
     import deeplift.blobs.core

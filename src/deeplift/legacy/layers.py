@@ -182,17 +182,33 @@ def _data_format(data_format: str) -> bool:
 
 
 class Input(OriginalLayer, _Input):
-    """``Input(batch_shape=(None, ...))``; the reference is given to the scoring function."""
+    """``Input(batch_shape=(None, ...))``; the reference is given to the scoring function.
+    The seed's ``Input(num_dims=2, shape=(None, 10))`` (``shape`` with the batch axis) works too."""
 
-    def __init__(self, batch_shape, name: str | None = None, **kwargs) -> None:
+    def __init__(self, batch_shape=None, name: str | None = None, *, num_dims: int | None = None,
+                 shape=None, **kwargs) -> None:
+        if batch_shape is None:
+            if shape is None:
+                raise InputError("Input needs batch_shape=(None, ...) (or the seed's shape=)")
+            batch_shape = tuple(shape)
+            if num_dims is not None and len(batch_shape) != num_dims:
+                raise InputError(f"Input: num_dims={num_dims} but shape {batch_shape} has "
+                                 f"{len(batch_shape)} axes (the batch axis included)")
+        elif shape is not None:
+            raise InputError("Input: give batch_shape or the seed's shape, not both")
         super().__init__(batch_shape=batch_shape, name=self._auto_name(name), **kwargs)
 
 
 class Dense(OriginalLayer, _Dense):
-    """``y = x @ kernel + bias`` with ``kernel`` of shape (in, out)."""
+    """``y = x @ kernel + bias`` with ``kernel`` of shape (in, out); the seed's ``W=``/``b=``
+    keywords (the same layout) work too."""
 
-    def __init__(self, kernel, bias, dense_mxts_mode: str = DenseMxtsMode.Linear,
-                 name: str | None = None) -> None:
+    def __init__(self, kernel=None, bias=None, dense_mxts_mode: str = DenseMxtsMode.Linear,
+                 name: str | None = None, *, W=None, b=None) -> None:
+        if (kernel is None) == (W is None) or (bias is None) == (b is None):
+            raise InputError("Dense needs kernel= and bias= (or the seed's W= and b=), once each")
+        kernel = kernel if W is None else W
+        bias = bias if b is None else b
         self.dense_mxts_mode = check_mode(dense_mxts_mode, DenseMxtsMode, "dense_mxts_mode")
         kernel = np.asarray(kernel, dtype=np.float32)
         super().__init__(kernel.T, np.asarray(bias, dtype=np.float32), name=self._auto_name(name))
