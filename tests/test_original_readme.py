@@ -483,7 +483,7 @@ def test_blob_api_mistakes_raise_clear_errors(regression_model):
         deeplift.backend.function([hidden.get_activation_vars()], target.get_activation_vars())
     func = deeplift.backend.function([inp.get_activation_vars(), inp.get_reference_vars()],
                                      inp.get_target_contrib_vars())
-    with pytest.raises(BlobStateError, match="no target layer is active"):
+    with pytest.raises(BlobStateError, match="no target layer of this function's model is active"):
         func([X, X])
     other = layers[-3]
     other.set_scoring_mode(deeplift.blobs.ScoringMode.OneAndZeros)

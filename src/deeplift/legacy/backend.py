@@ -188,8 +188,9 @@ def _active_target(model: Model) -> tuple[str, int, str]:
     active = [l for l in model.layers.values() if blob_state(l).active]
     if not active:
         raise BlobStateError(
-            "no target layer is active: call set_active() (and update_task_index(i)) on the "
-            "target layer, after set_scoring_mode(deeplift.blobs.ScoringMode.OneAndZeros)")
+            "no target layer of this function's model is active: call set_active() (and "
+            "update_task_index(i)) on the target layer, after "
+            "set_scoring_mode(deeplift.blobs.ScoringMode.OneAndZeros)")
     if len(active) > 1:
         raise BlobStateError(f"several target layers are active {[l.name for l in active]}: "
                              "call set_inactive() on the ones you are done with")
