@@ -360,6 +360,49 @@ def test_backward_pass_multipliers_and_hidden_layer_contributions(mnist_like_mod
     np.testing.assert_array_equal(hidden_ref, flat_ref([R]))
 
 
+def test_backward_recipe_with_two_input_layers_listed_in_any_order(keras):
+    """The README's ``[input_layer.get_activation_vars()..., input_layer.get_reference_vars()...]``
+    with two input layers, listed in the opposite order to the model's."""
+    keras.utils.set_random_seed(18)
+    a, b = keras.Input((3,), name="a"), keras.Input((4,), name="b")
+    joined = keras.layers.Concatenate(name="joined")([a, keras.layers.Dense(2, name="bd")(b)])
+    hidden = keras.layers.Dense(4, activation="relu", name="hidden")(joined)
+    keras_model = keras.Model([a, b], keras.layers.Dense(2, name="logits")(hidden))
+    randomise(keras_model, 18)
+    from deeplift.conversion import keras_conversion as kc
+
+    model = kc.convert_functional_model(keras_model, verbose=False,
+                                        nonlinear_mxts_mode=deeplift.blobs.NonlinearMxtsMode.RevealCancel)
+    blobs = model.get_name_to_blob()
+    in_a, in_b, target = blobs["a"], blobs["b"], blobs["logits"]
+    in_a.update_mxts()
+    in_b.update_mxts()
+    target.set_scoring_mode(deeplift.blobs.ScoringMode.OneAndZeros)
+    func = deeplift.backend.function(
+        [in_b.get_activation_vars(), in_a.get_activation_vars(), in_b.get_reference_vars(),
+         in_a.get_reference_vars()],
+        [in_a.get_target_contrib_vars(), in_b.get_target_contrib_vars()])
+    xa, xb, ra, rb = data((5, 3), 19), data((5, 4), 20), data((5, 3), 21), data((5, 4), 22)
+    target.set_active()
+    target.update_task_index(1)
+    try:
+        got_a, got_b = deeplift.util.run_function_in_batches(
+            func, [xb, xa, rb, ra], batch_size=2, progress_update=None, multimodal_output=True)
+    finally:
+        target.set_inactive()
+    f = model.get_target_contribs_func(find_scores_layer_name=["a", "b"],
+                                       pre_activation_target_layer_name="logits")
+    want_a, want_b = f(task_idx=1, input_data_list={"a_0": xa, "b_0": xb},
+                       input_references_list={"a_0": ra, "b_0": rb}, batch_size=2,
+                       progress_update=None)
+    np.testing.assert_array_equal(np.array(got_a), np.array(want_a))
+    np.testing.assert_array_equal(np.array(got_b), np.array(want_b))
+    want = attribute_like_original(keras_model, (xa, xb), references=(ra, rb),
+                                   method="reveal_cancel", target=1)
+    assert_same(got_a, want[0])
+    assert_same(got_b, want[1])
+
+
 def test_softmax_pre_activation_scoring_mode_equals_softmax_centering(mnist_like_model):
     X = data((5, 8, 8, 1), seed=14)
     model = converted(mnist_like_model, "Rescale")
