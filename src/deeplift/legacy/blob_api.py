@@ -25,6 +25,7 @@ The original-signature layers of :mod:`deeplift.legacy.layers` have these method
 
 from __future__ import annotations
 
+import functools
 import types
 import weakref
 from dataclasses import dataclass
@@ -168,8 +169,8 @@ def attach_blob_methods(layer: Layer) -> None:
     """Bind the blob methods onto one of our plain layers (layers that have them are left
     alone)."""
     for name in _METHOD_NAMES:
-        if not hasattr(layer, name):
-            setattr(layer, name, types.MethodType(vars(BlobMethods)[name], layer))
+        if not hasattr(layer, name):  # a partial (not a bound method) so the layer still pickles
+            setattr(layer, name, functools.partial(vars(BlobMethods)[name], layer))
 
 
 def register(model: Model, wrapper=None, layers: Iterable[Layer] | None = None) -> None:
