@@ -544,3 +544,14 @@ def test_blob_api_mistakes_raise_clear_errors(regression_model):
     finally:
         target.set_inactive()
         other.set_inactive()
+
+
+def test_a_model_whose_layers_have_the_blob_methods_still_pickles(regression_model):
+    import pickle
+
+    model = converted(regression_model).model
+    copy = pickle.loads(pickle.dumps(model))
+    handle = copy.layers["1"].get_activation_vars()
+    assert handle.layer is copy.layers["1"] and copy.layers["1"].get_name() == "1"
+    X = data((3, 6))
+    np.testing.assert_array_equal(copy(X), model(X))
