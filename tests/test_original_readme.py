@@ -371,8 +371,8 @@ def test_backward_recipe_with_two_input_layers_listed_in_any_order(keras):
     randomise(keras_model, 18)
     from deeplift.conversion import keras_conversion as kc
 
-    model = kc.convert_functional_model(keras_model, verbose=False,
-                                        nonlinear_mxts_mode=deeplift.blobs.NonlinearMxtsMode.RevealCancel)
+    mode = deeplift.blobs.NonlinearMxtsMode.RevealCancel
+    model = kc.convert_functional_model(keras_model, verbose=False, nonlinear_mxts_mode=mode)
     blobs = model.get_name_to_blob()
     in_a, in_b, target = blobs["a"], blobs["b"], blobs["logits"]
     in_a.update_mxts()
@@ -461,9 +461,9 @@ def test_blobs_built_by_hand_run_the_forward_and_backward_recipes():
                                                  target=1, max_routing="gradient",
                                                  original_quirks=True))
     # summation to delta (Rescale is exact): the scores add up to the target's difference
-    delta = want[:, 1] - (np.maximum(np.einsum(
-        "npabc,abcd->npd", np.stack([R[:, i:i + 3, j:j + 3, :] for i in range(3)
-                                      for j in range(3)], 1), k) + kb, 0).reshape(4, -1) @ w + b)[:, 1]
+    ref_patches = np.stack([R[:, i:i + 3, j:j + 3, :] for i in range(3) for j in range(3)], 1)
+    ref_out = np.maximum(np.einsum("npabc,abcd->npd", ref_patches, k) + kb, 0).reshape(4, -1) @ w + b
+    delta = want[:, 1] - ref_out[:, 1]
     np.testing.assert_allclose(np.array(ns["scores"]).reshape(4, -1).sum(1), delta, rtol=1e-4,
                                atol=1e-4)
 

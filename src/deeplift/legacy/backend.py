@@ -64,7 +64,8 @@ def function(inputs: Any, outputs: Any) -> Callable:
     r_slots = [len(act_names) + ref_names.index(n) for n in model.input_names] if ref_names else []
 
     def call(*args):
-        arrays = list(args[0]) if len(args) == 1 and isinstance(args[0], (list, tuple)) else list(args)
+        one_list = len(args) == 1 and isinstance(args[0], (list, tuple))
+        arrays = list(args[0]) if one_list else list(args)
         if len(arrays) != len(in_vars):
             raise OriginalInputError(f"this function takes {len(in_vars)} arrays (the inputs "
                                      f"{act_names}{' and their references' if ref_names else ''}"

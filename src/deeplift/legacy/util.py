@@ -20,7 +20,7 @@ return a list of per-example arrays (see :mod:`deeplift.models`). New code can u
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
