@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..genomics import hypothetical_contributions
 from . import backend
 from .batching import enum, run_function_in_batches  # noqa: F401  (public here)
 
@@ -125,11 +126,7 @@ def get_hypothetical_contribs_func_onehot(multipliers_function: Callable) -> Cal
             input_references_list=input_references_list, batch_size=batch_size,
             progress_update=progress_update))
         refs = _broadcast_reference(data, input_references_list[0])
-        hyp = np.zeros(data.shape, dtype=np.float64)
-        for i in range(data.shape[-1]):
-            letter = np.zeros(data.shape, dtype=np.float64)
-            letter[:, :, i] = 1.0
-            hyp[:, :, i] = np.sum((letter - refs) * mults, axis=-1)
+        hyp = hypothetical_contributions(mults.astype(np.float64), refs, layout="channels_last")
         return hyp
 
     return compute
