@@ -62,7 +62,20 @@ def _convert_unchecked(source: Source, x: np.ndarray) -> Any:
     try:
         return convert_module(source.module, torch.from_numpy(x[:2]), check=False)
     except UnsupportedLayerError as exc:
+        print_unsupported_table(source.spec, exc)
         raise _unsupported(source.spec, exc) from exc
+
+
+def print_unsupported_table(spec: Any, exc: Exception) -> None:
+    """Every op without a rule (when there are several): op, count, first call, and why."""
+    rows = getattr(exc, "ops", None) or []
+    if len(rows) < 2:
+        return
+    print(f"model: {spec}: unsupported ops")
+    width = max(len(r["op"]) for r in rows)
+    print(f"  {'op':{width}s}  count  first use")
+    for r in rows:
+        print(f"  {r['op']:{width}s}  {r['count']:5d}  {r['first']}")
 
 
 def layer_table(model: Any) -> list[str]:

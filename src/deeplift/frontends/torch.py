@@ -157,7 +157,10 @@ class _Capture:
     def _call(self, node: torch.fx.Node) -> Any:
         target = node.target
         if any(self.value.get(n.name) is _FAILED for n in node.all_input_nodes):
-            return _FAILED  # downstream of an op already reported
+            # downstream of an op already reported: reported too only if it has no rule itself
+            if target is not operator.getitem and target is not aten.sym_size.int and _rule_for(target) is None:
+                raise UnsupportedLayerError(f"op {_op_name(target)} ({_where(node)}) has no DeepLIFT rule")
+            return _FAILED
         if target is operator.getitem:
             src, index = node.args
             v = self.value[src.name]
