@@ -245,7 +245,8 @@ def _failure_report(failures: list[tuple[torch.fx.Node, UnsupportedLayerError]])
              f"  {'op':{width}s}  count  first use"]
     for row in rows.values():
         lines.append(f"  {row['op']:{width}s}  {row['count']:5d}  {row['first']}")
-        lines.append(f"  {'':{width}s}         why: {row['reason']}")
+        if "has no DeepLIFT rule" not in row["reason"]:  # a rule exists but refuses these arguments
+            lines.append(f"  {'':{width}s}         why: {row['reason']}")
     error = UnsupportedLayerError("\n".join(lines))
     error.ops = list(rows.values())
     return error
