@@ -224,3 +224,22 @@ class Erf(Activation):
 
     def derivative(self, x: Tensor) -> Tensor:
         return (2 / math.sqrt(math.pi)) * torch.exp(-x * x)
+
+
+class ThresholdedReLU(Activation):
+    """Keras' ``ReLU(max_value, threshold, negative_slope)``: ``max_value`` for ``x ≥ max_value``,
+    ``x`` for ``threshold ≤ x < max_value``, ``negative_slope·(x − threshold)`` below."""
+
+    def __init__(self, max_value: float | None = None, threshold: float = 0.0, negative_slope: float = 0.0,
+                 name: str | None = None, **kwargs) -> None:
+        super().__init__(name, **kwargs)
+        self.max_value = None if max_value is None else float(max_value)
+        self.threshold, self.negative_slope = float(threshold), float(negative_slope)
+
+    def f(self, x: Tensor) -> Tensor:
+        y = torch.where(x >= self.threshold, x, self.negative_slope * (x - self.threshold))
+        return y if self.max_value is None else torch.where(x >= self.max_value, torch.full_like(x, self.max_value), y)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        g = torch.where(x >= self.threshold, torch.ones_like(x), torch.full_like(x, self.negative_slope))
+        return g if self.max_value is None else torch.where(x >= self.max_value, torch.zeros_like(x), g)
