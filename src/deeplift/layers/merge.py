@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Layer, Multipliers, SignPreservingLinear, Split
+from .base import Layer, Multipliers, SignPreservingLinear, Split, State
 from .products import Mul  # noqa: F401  (the elementwise product; one rule for every product)
 
 
@@ -29,7 +29,7 @@ class Add(SignPreservingLinear):
             out = out + x
         return out
 
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         return [(_sum_to(m_pos, state, i), None if m_neg is None else _sum_to(m_neg, state, i))
                 for i in self.inputs]
 
@@ -42,11 +42,11 @@ class Sub(Layer):
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return a - b
 
-    def split(self, state) -> Split:
+    def split(self, state: State) -> Split:
         (ap, an), (bp, bn) = state.split(self.inputs[0]), state.split(self.inputs[1])
         return ap - bn, an - bp
 
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         a, b = self.inputs
         if m_neg is None:
             return [(_sum_to(m_pos, state, a), None), (_sum_to(-m_pos, state, b), None)]
@@ -66,7 +66,7 @@ class Concat(SignPreservingLinear):
     def linear(self, *xs: Tensor) -> Tensor:
         return torch.cat(xs, self.dim)
 
-    def transpose(self, state, m: Tensor) -> list[Tensor]:
+    def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         ndim = m.ndim
         dim = self.dim % ndim
         sizes = [state.pair_shape(i, 1)[0][dim] for i in self.inputs]
