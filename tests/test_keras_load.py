@@ -367,6 +367,24 @@ BUILDERS = {"seq_1d": _seq_1d, "seq_2d": _seq_2d, "channels_first_2d": _channels
             "conv_3d": _conv_3d, "functional": _functional}
 
 
+
+def _norms_and_relus(keras):
+    """LayerNormalization over one and several axes, ReLU with max_value/threshold/slope, and
+    the Keras 3 activations relu6, hard_silu, mish, softsign (issue 9)."""
+    L = keras.layers
+    x = keras.Input((5, 6), name="tokens")
+    h = L.LayerNormalization(name="ln")(L.Dense(6)(x))
+    h = L.ReLU(max_value=6.0)(L.Dense(6, activation="mish")(h))
+    h = L.LayerNormalization(axis=[1, 2], epsilon=1e-5, name="ln2")(h)
+    h = L.ReLU(max_value=1.5, threshold=0.2, negative_slope=0.1)(L.Dense(6, activation="softsign")(h))
+    h = L.Dense(6, activation="hard_silu")(L.LayerNormalization(center=False, name="ln3")(h))
+    h = L.Activation("relu6")(L.Flatten()(h))
+    return keras.Model(x, L.Dense(3)(h), name="norms_and_relus")
+
+
+BUILDERS["norms_and_relus"] = _norms_and_relus
+
+
 def _example_inputs(model, seed: int, n: int = 3) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.normal(0.0, 1.0, (n, *inp.shape[1:])).astype("float32") for inp in model.inputs]
@@ -584,13 +602,16 @@ def test_original_naming_skips_linear_activation_and_keras_naming_keeps_it() -> 
 
 
 @pytest.mark.parametrize("layer,match", [
-    ({"class_name": "Activation", "config": {"name": "a", "activation": "relu6"}},
-     r"'a' \(Activation\): activation 'relu6'"),
+    ({"class_name": "LayerNormalization", "config": {"name": "r", "rms_scaling": True}},
+     r"'r' \(LayerNormalization\).*rms_scaling"),
+    ({"class_name": "Activation", "config": {"name": "a", "activation": "hard_sigmoid"}},
+     r"'a' \(Activation\): activation 'hard_sigmoid'"),
     ({"class_name": "SimpleRNN", "config": {"name": "rnn"}}, r"'rnn' \(SimpleRNN\) has no DeepLIFT rule"),
     ({"class_name": "Masking", "config": {"name": "m"}}, r"'m' \(Masking\)"),
 ])
 def test_unsupported_layers_name_the_layer(layer: dict, match: str) -> None:
-    weights = {"emb": {"embeddings": np.zeros((4, 3), np.float32)}}
+    weights = {"emb": {"embeddings": np.zeros((4, 3), np.float32)},
+               "r": {"gamma": np.ones(3, np.float32), "beta": np.zeros(3, np.float32)}}
     with pytest.raises(UnsupportedLayerError, match=match):
         keras_to_model(_sequential([layer], [3], weights))
 

@@ -52,9 +52,9 @@ from ..graph import Model
 from ..layers import (ELU, GELU, SELU, Add, AvgPool, BatchNorm, Concat, Conv, Dense, Exp, Flatten,
                       Identity, Input, LeakyReLU, MaxPool, MaxReduce, Mul, Pad, Permute, PReLU,
                       Reduce, ReLU, Reshape, ScalarMul, Sigmoid, SiLU, Softmax, Softplus, Sub, Tanh)
+from ..layers import Clamp, Hardswish, Mish, Normalize, Softsign, ThresholdedReLU
 from ..layers.base import Layer
 from .keras_format import KerasLayer, KerasModel, read_keras_config, read_keras_file
-from ..layers.keras_activations import KerasReLU
 from .keras_sequence import SEQUENCE_HANDLERS
 
 __all__ = ["load_keras", "keras_to_model", "read_live_keras_model", "NAMINGS"]
@@ -83,8 +83,6 @@ _WHY_UNSUPPORTED = {
     "UpSampling1D": "upsampling has no rule here",
     "UpSampling2D": "upsampling has no rule here",
     "UpSampling3D": "upsampling has no rule here",
-    "LayerNormalization": "layer normalisation divides by a per-example statistic, which has no "
-                          "DeepLIFT rule here",
     "GroupNormalization": "group normalisation divides by a per-example statistic, which has no "
                           "DeepLIFT rule here",
 }
@@ -577,6 +575,29 @@ class _Converter:
                        eps=float(cfg.get("epsilon", 1e-3)), axis=int(axis))
         return self._emit(bn, name, [x])
 
+    def layer_norm(self, layer, name, inputs):
+        x = self._one_input(layer, inputs)
+        cfg, w = layer.config, layer.weights
+        if cfg.get("rms_scaling"):
+            raise UnsupportedLayerError(f"layer {layer.name!r} (LayerNormalization) uses rms_scaling, "
+                                        "which has no DeepLIFT rule here")
+        rank = len(self.shape(x)) + 1
+        axes = cfg.get("axis", -1)
+        axes = sorted({(int(a) % rank) - rank for a in (axes if isinstance(axes, list) else [axes])})
+        if any(a == -rank for a in axes):
+            raise UnsupportedLayerError(f"layer {layer.name!r} (LayerNormalization) normalises over "
+                                        "the batch axis")
+        # gamma/beta have the sizes of the normalised axes: broadcast them over the others
+        shape = [1 if d - (rank - 1) not in axes else s for d, s in enumerate(self.shape(x))]
+
+        def param(key: str, flag: str):
+            if not cfg.get(flag, True) or key not in w:
+                return None
+            return self._t(np.asarray(w[key]).reshape(shape))
+        norm = Normalize(axes, float(cfg.get("epsilon", 1e-3)), param("gamma", "scale"),
+                         param("beta", "center"))
+        return self._emit(norm, name, [x])
+
     def activation(self, layer, name, inputs):
         x = self._one_input(layer, inputs)
         act = self._activation(layer.config.get("activation", "linear"), layer)
@@ -591,8 +612,8 @@ class _Converter:
         cfg = layer.config
         max_value, threshold = cfg.get("max_value"), float(cfg.get("threshold", 0.0) or 0.0)
         slope = float(cfg.get("negative_slope", 0.0) or 0.0)
-        if max_value is not None or threshold != 0.0:  # issue 9: MobileNet's ReLU(6.0) and kin
-            return self._emit(KerasReLU(max_value, threshold, slope), name, [x])
+        if max_value is not None or threshold != 0.0:
+            return self._emit(keras_relu(max_value, threshold, slope), name, [x])
         return self._emit(LeakyReLU(slope) if slope else ReLU(), name, [x])
 
     def leaky_relu(self, layer, name, inputs):
@@ -749,7 +770,21 @@ _ACTIVATIONS: dict[str, Callable[[], Layer]] = {
     "silu": SiLU,
     "leaky_relu": lambda: LeakyReLU(0.2),
     "exponential": Exp,
+    # Keras 3 names (hard_sigmoid is left out: Keras 2 and 3 define it differently)
+    "relu6": lambda: Clamp(0.0, 6.0),
+    "hard_silu": Hardswish,
+    "hard_swish": Hardswish,
+    "mish": Mish,
+    "softsign": Softsign,
 }
+
+
+def keras_relu(max_value: float | None, threshold: float, negative_slope: float) -> Layer:
+    """Keras' ``ReLU(max_value, threshold, negative_slope)``: ``max_value`` from there on, ``x``
+    from ``threshold`` on, ``negative_slope·(x − threshold)`` below it."""
+    if threshold == 0.0 and negative_slope == 0.0:
+        return Clamp(0.0, None if max_value is None else float(max_value), inclusive=False)
+    return ThresholdedReLU(None if max_value is None else float(max_value), threshold, negative_slope)
 
 _HANDLERS: dict[str, Callable[..., str]] = {
     "InputLayer": _Converter.input_layer,
@@ -761,6 +796,7 @@ _HANDLERS: dict[str, Callable[..., str]] = {
     **{f"Global{kind}Pooling{n}D": _Converter.global_pooling
        for kind in ("Max", "Average") for n in (1, 2, 3)},
     "BatchNormalization": _Converter.batch_norm,
+    "LayerNormalization": _Converter.layer_norm,
     "Activation": _Converter.activation,
     "ReLU": _Converter.relu,
     "LeakyReLU": _Converter.leaky_relu,

@@ -195,7 +195,11 @@ class _Capture:
     def _call(self, node: torch.fx.Node) -> Any:
         target = node.target
         if any(self.value.get(n.name) is _FAILED for n in node.all_input_nodes):
-            return _FAILED  # downstream of an op already reported
+            # downstream of an op already reported: reported too only if it has no rule itself
+            if (target is not operator.getitem and target is not aten.sym_size.int
+                    and _rule_for(target) is None and op_layer_builder(target) is None):
+                raise UnsupportedLayerError(f"op {_op_name(target)} ({_where(node)}) has no DeepLIFT rule")
+            return _FAILED
         if target is operator.getitem:
             src, index = node.args
             v = self.value[src.name]
@@ -336,7 +340,8 @@ def _failure_report(failures: list[tuple[torch.fx.Node, UnsupportedLayerError]])
              f"  {'op':{width}s}  count  first use"]
     for row in rows.values():
         lines.append(f"  {row['op']:{width}s}  {row['count']:5d}  {row['first']}")
-        lines.append(f"  {'':{width}s}         why: {row['reason']}")
+        if "has no DeepLIFT rule" not in row["reason"]:  # a rule exists but refuses these arguments
+            lines.append(f"  {'':{width}s}         why: {row['reason']}")
     error = UnsupportedLayerError("\n".join(lines))
     error.ops = list(rows.values())
     return error

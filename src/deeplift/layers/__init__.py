@@ -4,10 +4,10 @@ from .activations import (ELU, GELU, SELU, Activation, Clamp, Elementwise, Exp, 
                           Sigmoid, SiLU, Softmax, Softplus, Tanh)
 from .base import Constant, Input, Layer
 from .elementwise import (Abs, Erf, Hardsigmoid, Hardswish, Log, Log1p, LogSumExp, Mish, Pow, Reciprocal,
-                          Rsqrt, ScalarPow, Softsign, Sqrt)
+                          Rsqrt, ScalarPow, Softsign, Sqrt, ThresholdedReLU)
 from .linear import AdaptiveAvgPool, AvgPool, BatchNorm, Conv, Dense, Reduce, ScalarMul
 from .merge import Add, Concat, Mul, Sub
-from .normalization import Normalize
+from .norms import Normalize
 from .pooling import MaxPool, MaxReduce
 from .products import Einsum, MatMul, Product
 from .shape import (Flatten, Flip, Identity, Pad, Permute, Reshape, Select, Slice, Squeeze,
@@ -21,6 +21,7 @@ __all__ = [
     # products of two activations, normalisations, more elementwise ops (issue 9)
     "Abs", "Einsum", "Erf", "Hardsigmoid", "Hardswish", "Log", "Log1p", "LogSumExp", "MatMul", "Mish",
     "Normalize", "Pow", "Product", "Reciprocal", "Rsqrt", "ScalarPow", "Softsign", "Sqrt",
+    "ThresholdedReLU",
 ]
 
 # The original DeepLIFT's (v0.6.13) names — its enums, its original-signature layers (TF layout) and

@@ -17,7 +17,25 @@ from .activations import Activation
 from .base import Layer, Multipliers, Split
 
 
-class Log(Activation):
+class _Domain(Activation):
+    """A function defined on part of the line only (log, sqrt, 1/x ...). RevealCancel evaluates
+    ``f(r + Δx⁺)`` and ``f(r + Δx⁻)``, points off the path from ``r`` to ``x`` that may leave the
+    domain; where they do, that element takes the Rescale split instead (still exact)."""
+
+    def reveal_cancel_parts(self, state):
+        def compute():
+            pos, neg, sp, sn = super(_Domain, self).reveal_cancel_parts(state)
+            bad = ~(torch.isfinite(pos) & torch.isfinite(neg) & torch.isfinite(sp) & torch.isfinite(sn))
+            if bool(bad.any()):
+                s = self.rescale_factor(state)
+                p, n = state.split(self.inputs[0])
+                pos, neg = torch.where(bad, s * p, pos), torch.where(bad, s * n, neg)
+                sp, sn = torch.where(bad, s, sp), torch.where(bad, s, sn)
+            return pos, neg, sp, sn
+        return state.cached(self, "reveal_cancel_in_domain", compute)
+
+
+class Log(_Domain):
     def f(self, x: Tensor) -> Tensor:
         return torch.log(x)
 
@@ -25,7 +43,7 @@ class Log(Activation):
         return 1 / x
 
 
-class Log1p(Activation):
+class Log1p(_Domain):
     def f(self, x: Tensor) -> Tensor:
         return torch.log1p(x)
 
@@ -33,7 +51,7 @@ class Log1p(Activation):
         return 1 / (1 + x)
 
 
-class Sqrt(Activation):
+class Sqrt(_Domain):
     def f(self, x: Tensor) -> Tensor:
         return torch.sqrt(x)
 
@@ -41,7 +59,7 @@ class Sqrt(Activation):
         return 0.5 / torch.sqrt(x)
 
 
-class Rsqrt(Activation):
+class Rsqrt(_Domain):
     def f(self, x: Tensor) -> Tensor:
         return torch.rsqrt(x)
 
@@ -49,7 +67,7 @@ class Rsqrt(Activation):
         return -0.5 * torch.rsqrt(x) / x
 
 
-class Reciprocal(Activation):
+class Reciprocal(_Domain):
     """``1/x`` (also how a division by an activation is expressed: ``a/b = a·(1/b)``)."""
 
     def f(self, x: Tensor) -> Tensor:
@@ -59,7 +77,7 @@ class Reciprocal(Activation):
         return -1 / (x * x)
 
 
-class Pow(Activation):
+class Pow(_Domain):
     """``x ** exponent`` for a constant exponent."""
 
     def __init__(self, exponent: float, name: str | None = None, **kwargs) -> None:
@@ -206,3 +224,22 @@ class Erf(Activation):
 
     def derivative(self, x: Tensor) -> Tensor:
         return (2 / math.sqrt(math.pi)) * torch.exp(-x * x)
+
+
+class ThresholdedReLU(Activation):
+    """Keras' ``ReLU(max_value, threshold, negative_slope)``: ``max_value`` for ``x ≥ max_value``,
+    ``x`` for ``threshold ≤ x < max_value``, ``negative_slope·(x − threshold)`` below."""
+
+    def __init__(self, max_value: float | None = None, threshold: float = 0.0, negative_slope: float = 0.0,
+                 name: str | None = None, **kwargs) -> None:
+        super().__init__(name, **kwargs)
+        self.max_value = None if max_value is None else float(max_value)
+        self.threshold, self.negative_slope = float(threshold), float(negative_slope)
+
+    def f(self, x: Tensor) -> Tensor:
+        y = torch.where(x >= self.threshold, x, self.negative_slope * (x - self.threshold))
+        return y if self.max_value is None else torch.where(x >= self.max_value, torch.full_like(x, self.max_value), y)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        g = torch.where(x >= self.threshold, torch.ones_like(x), torch.full_like(x, self.negative_slope))
+        return g if self.max_value is None else torch.where(x >= self.max_value, torch.zeros_like(x), g)
