@@ -88,7 +88,7 @@ def test_product_contributions_equal_shapley_values_by_enumeration(kind):
     r = torch.randn(2, 8, dtype=torch.float64)
     model = deeplift.convert(net, x)
     for method in METHODS:
-        scores = deeplift.attribute(model, x, r, method=method, target=[0, 2])
+        scores = deeplift.attribute(model, x, r, method=method, target=deeplift.SeveralTargets([0, 2]))
         for e in range(2):
             for t, target in enumerate([0, 2]):
                 phi = shapley_by_enumeration(lambda z: net(z)[:, target], x[e], r[e])
