@@ -17,7 +17,8 @@ from deeplift.layers import Mul, Sigmoid  # noqa: E402
 from deeplift.layers.embedding import Embedding  # noqa: E402
 from deeplift.layers.structure import Upsample  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning",
+                                        "ignore:You are saving your model as an HDF5 file")
 METHODS = ["rescale", "reveal_cancel", "genomics_default"]
 
 
@@ -28,14 +29,17 @@ def keras():
     return keras
 
 
-def _check(km, x, r, tmp_path, name: str) -> deeplift.Model:
-    """Live model and .keras file both: forward equals Keras (float32), then in float64 every
-    DeepLIFT method sums to delta for every output."""
+def _check(km, x, r, tmp_path, name: str, h5: bool = False) -> deeplift.Model:
+    """Live model and .keras file (and a legacy .h5) alike: forward equals Keras (float32), then
+    in float64 every DeepLIFT method sums to delta for every output."""
     want = np.asarray(km.predict(x, verbose=0))
     assert np.abs(want).max() > 1e-3  # a model whose output is ~0 would prove nothing
-    path = tmp_path / f"{name}.keras"
-    km.save(path)
-    for source in (km, str(path)):
+    sources = [km]
+    for suffix in (".keras", ".h5") if h5 else (".keras",):
+        path = tmp_path / f"{name}{suffix}"
+        km.save(path)
+        sources.append(str(path))
+    for source in sources:
         model = deeplift.load(source)
         np.testing.assert_allclose(model(x), want, rtol=1e-5, atol=1e-5)
         model.to(torch.float64)
@@ -58,7 +62,7 @@ def test_keras_lstm_gru_and_bidirectional_unroll_into_exact_gates(keras, tmp_pat
     h = keras.layers.LSTM(3, go_backwards=True)(h)
     h2 = keras.layers.Bidirectional(keras.layers.GRU(2), merge_mode="sum")(inp)
     out = keras.layers.Dense(2)(keras.layers.Concatenate()([h, h2]))
-    model = _check(keras.Model(inp, out), x, r, tmp_path, "rnn")
+    model = _check(keras.Model(inp, out), x, r, tmp_path, "rnn", h5=True)
     assert any(isinstance(l, Mul) for l in model.layers.values())
     assert any(isinstance(l, Sigmoid) for l in model.layers.values())
 

@@ -52,6 +52,8 @@ class ZooCase:
     build: Callable[[], Built]
     package: str | None = None       # the import a model needs beyond the core (None: none)
     fast: bool = False               # runs in the default suite
+    #: why the model does not pass yet (the slow test expects it to fail, strictly: a fix shows)
+    known_failure: str | None = None
 
     def available(self) -> bool:
         return self.package is None or importlib.util.find_spec(self.package) is not None
@@ -323,13 +325,15 @@ CASES = [
     ZooCase("bpnet-lite ChromBPNet", _chrombpnet, "bpnetlite"),
     ZooCase("timm convnext_atto", _timm("convnext_atto"), "timm"),
     ZooCase("timm vit_tiny_patch16 (32x32, patch 8)", _timm("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2), "timm"),
-    ZooCase("timm swin_tiny (32x32, window 2)", _timm("swin_tiny_patch4_window7_224", img_size=32, window_size=2, depths=(1, 1), num_heads=(1, 2), embed_dim=16), "timm"),
+    ZooCase("timm swin_tiny (32x32, window 2)", _timm("swin_tiny_patch4_window7_224", img_size=32, window_size=2, depths=(1, 1), num_heads=(1, 2), embed_dim=16), "timm",
+            known_failure="window attention folds the windows into the batch axis (B·nW, N, C)"),
     ZooCase("timm efficientnet_b0", _timm("efficientnet_b0"), "timm"),
     ZooCase("timm mobilenetv3_small_050", _timm("mobilenetv3_small_050"), "timm"),
     ZooCase("enformer-pytorch Enformer (small config)", _enformer, "enformer_pytorch"),
     ZooCase("Hugging Face BERT (small config, token ids)", _bert, "transformers"),
     ZooCase("Keras 3 MobileNet (alpha 0.25)", _keras_mobilenet, "keras"),
-    ZooCase("Keras transformer block (MultiHeadAttention, LayerNormalization)", _keras_transformer, "keras"),
+    ZooCase("Keras transformer block (MultiHeadAttention, LayerNormalization)", _keras_transformer, "keras",
+            known_failure="Keras MultiHeadAttention has no handler yet (issue 9 part A)"),
     ZooCase("Keras bidirectional LSTM", _keras_lstm, "keras"),
 ]
 
