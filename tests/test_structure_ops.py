@@ -363,3 +363,23 @@ def test_permute_moving_the_batch_axis_then_unbind_and_a_mask_built_from_the_bat
     torch.manual_seed(0)
     model = check_exact(_SplitHeads(), _randn(3, 5, 4))
     assert not _layers(model, BatchConstant)  # the mask entered the add as a constant
+
+
+class _TimeFirst(nn.Module):
+    """PyTorch's default recurrent layout: (L, N, C) in, ``out[-1]`` or ``out.transpose(0, 1)``."""
+
+    def __init__(self, kind, last: bool) -> None:
+        super().__init__()
+        self.rnn = kind(4, 5, num_layers=2, bidirectional=True)
+        self.last = last
+        self.out = nn.Linear(10, 2)
+
+    def forward(self, x):  # (N, 4, L) one-hot
+        seq, _ = self.rnn(x.permute(2, 0, 1))
+        return self.out(seq[-1] if self.last else seq.transpose(0, 1).mean(1))
+
+
+@pytest.mark.parametrize("kind, last", [(nn.LSTM, True), (nn.GRU, False)], ids=["lstm_last", "gru_mean"])
+def test_time_first_recurrent_layers_fed_a_transposed_batch_convert(kind, last):
+    torch.manual_seed(0)
+    check_exact(_TimeFirst(kind, last), _one_hot_dna(3, 5, seed=8), seed=9)

@@ -106,15 +106,17 @@ class Unroller:
 
 
 class _TorchUnroller(Unroller):
-    def __init__(self, c, node, kind: str) -> None:
+    def __init__(self, c, node, kind: str, length_axis: int = 1) -> None:
         super().__init__(lambda layer, inputs, tag: c.add(layer, node, inputs, suffix=tag), kind)
         self.c, self.node = c, node
+        self.length_axis = length_axis  # of the exported input: 0 when it was fed time-first
 
     def run(self, a: dict) -> tuple:
         c, node = self.c, self.node
         if not a.get("batch_first"):
-            raise UnsupportedLayerError(f"{self.kind} with batch_first=False ({c.where(node)}): deeplift "
-                                        "keeps the batch axis first; build it with batch_first=True")
+            raise UnsupportedLayerError(f"{self.kind} with batch_first=False ({c.where(node)}) on a "
+                                        "tensor that is not a batch-first one transposed (x.transpose(0, 1) "
+                                        "or x.permute(1, 0, 2)); deeplift keeps the batch axis first")
         if a.get("train") and a.get("dropout"):
             raise UnsupportedLayerError(f"{self.kind} in training mode ({c.where(node)}); call model.eval()")
         self._zero_state(a["hx"])
@@ -125,7 +127,7 @@ class _TorchUnroller(Unroller):
             raise UnsupportedLayerError(f"{self.kind} ({c.where(node)}) with projections (proj_size) "
                                         "has no rule yet")
         x = a["input"]
-        length = int(node.args[0].meta["val"].shape[1])
+        length = int(node.args[0].meta["val"].shape[self.length_axis])
         finals: list[list] = [[], []]
         for layer in range(a["num_layers"]):
             outs = []
@@ -155,12 +157,12 @@ class _TorchUnroller(Unroller):
                                             "has no rule yet; pass no initial state")
 
 
-def lstm(c, node, a):
-    return _TorchUnroller(c, node, "LSTM").run(a)
+def lstm(c, node, a, length_axis: int = 1):
+    return _TorchUnroller(c, node, "LSTM", length_axis).run(a)
 
 
-def gru(c, node, a):
-    return _TorchUnroller(c, node, "GRU").run(a)
+def gru(c, node, a, length_axis: int = 1):
+    return _TorchUnroller(c, node, "GRU", length_axis).run(a)
 
 
 def select_row(c, node, value: StackedStates, dim: int, index: int):

@@ -17,9 +17,10 @@ from ..errors import UnsupportedLayerError
 from ..layers.embedding import Embedding
 from ..layers.linear import ScalarMul
 from ..layers.merge import Add
-from ..layers.shape import Permute, Reshape, Select
+from ..layers.shape import Identity, Permute, Reshape, Select
 from ..layers.structure import Expand, Repeat, Roll, Upsample
 from ..layers.transposed import ConvTranspose
+from .torch_recurrent import RECURRENT_OPS
 
 aten = torch.ops.aten
 
@@ -51,13 +52,32 @@ class BatchMoved:
         return out
 
 
+def moved(c, node, source, dims: tuple[int, ...]):
+    """``source`` permuted by ``dims``: a layer when the batch axis stays first, else pending."""
+    if dims[0] != 0:
+        return BatchMoved(source, dims)
+    if list(dims) == sorted(dims):
+        return c.add(Identity(), node, [source])
+    return c.add(Permute(dims), node, [source])
+
+
 def pending_use(c, node, value, target, bound: dict):
-    """A pending value (:class:`BatchMoved`) used by ``node``: a row of it, or all rows (unbind)."""
+    """A pending value (:class:`BatchMoved`) used by ``node``: a row of it, all rows (unbind), a
+    further permute/transpose, or the time-first input of ``nn.LSTM``/``nn.GRU``."""
     packet = getattr(target, "overloadpacket", target)
     if packet is aten.select and bound.get("dim") == 0:
         return value.row(c, node, bound["index"] % value_length(node))
     if packet is aten.unbind and bound.get("dim", 0) == 0:
         return [value.row(c, node, i) for i in range(value_length(node))]
+    if packet in (aten.permute, aten.transpose) and bound.get("self") is value:
+        dims = _permute_dims(node, bound)
+        return moved(c, node, value.source, tuple(value.dims[d] for d in dims))
+    if (packet in RECURRENT_OPS and bound.get("input") is value and not bound.get("batch_first")
+            and len(value.dims) == 3 and value.dims[1] == 0):  # a time-first LSTM/GRU input
+        batch_first = moved(c, node, value.source, (0, value.dims[0], value.dims[2]))
+        out = RECURRENT_OPS[packet](c, node, {**bound, "input": batch_first, "batch_first": True},
+                                    length_axis=0)
+        return (BatchMoved(out[0], (1, 0, 2)), *out[1:])
     raise UnsupportedLayerError(f"a permute that moves the batch axis is used by {packet} "
                                 f"({c.where(node)}); only whole rows along its first axis "
                                 "(unbind(0), x[i]) bring the batch axis back to the front")
@@ -67,11 +87,19 @@ def value_length(node) -> int:
     return int(node.args[0].meta["val"].shape[0])
 
 
+def _permute_dims(node, a) -> tuple[int, ...]:
+    ndim = node.args[0].meta["val"].ndim
+    if "dims" in a:
+        return tuple(int(d) % ndim for d in a["dims"])
+    dims = list(range(ndim))
+    d0, d1 = a["dim0"] % ndim, a["dim1"] % ndim
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    return tuple(dims)
+
+
 def _permute(c, node, a):
-    dims = tuple(int(d) % node.args[0].meta["val"].ndim for d in a["dims"])
-    if dims[0] == 0:
-        return c.add(Permute(dims), node, [a["self"]])
-    return BatchMoved(a["self"], dims)
+    """``permute``/``transpose``; one that moves the batch axis stays pending (:class:`BatchMoved`)."""
+    return moved(c, node, a["self"], _permute_dims(node, a))
 
 
 def _roll(c, node, a):
@@ -175,7 +203,7 @@ BROADCASTING = {aten.add, aten.add_, aten.sub, aten.sub_, aten.rsub, aten.mul, a
 STRUCTURE_OPS: dict[Any, Callable[..., Any]] = {
     aten._assert_tensor_metadata: _no_op,
     aten.roll: _roll,
-    aten.permute: _permute,
+    aten.permute: _permute, aten.transpose: _permute,
     aten.unflatten: _unflatten,
     aten.expand: _expand,
     aten.repeat: _repeat,
