@@ -87,6 +87,8 @@ def _check_parser(sub: Any) -> None:
                        "nonlinearity gets, and whether the converted forward pass matches.")
     p.add_argument("model", nargs="?", metavar="MODEL", help=f"{MODEL_FORMATS} (default: the bundled example)")
     p.add_argument("--input-shape", metavar="SHAPE", help="one example's shape, e.g. 4,200 (PyTorch modules)")
+    p.add_argument("--trace", metavar="INPUTS", help="per layer, the conservation error of its rule on "
+                   "the first examples of INPUTS (.npy/.npz/.h5/FASTA)")
     p.add_argument("--weights", metavar="STATE_DICT", help="state dict for a package.module:object model")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(handler=cmd_check)
