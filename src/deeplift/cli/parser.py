@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 from .check import cmd_check
 from .common import CliError, _fix, _problem, _text
+from .genome import add_genome_options, add_merge_parser
 from .plot import cmd_plot
 from .score import METHODS, REFERENCE_KINDS, cmd_score
 from .sources import MODEL_FORMATS
@@ -26,10 +27,11 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="DeepLIFT importance scores from the command line.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="{score,plot,check}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{score,plot,check,merge}", parser_class=_Parser)
     _score_parser(sub)
     _plot_parser(sub)
     _check_parser(sub)
+    add_merge_parser(sub)
     return parser
 
 
@@ -62,6 +64,7 @@ def _score_parser(sub: Any) -> None:
     p.add_argument("--steps", type=int, metavar="N", help="integrated gradients steps (50)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or run description")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_genome_options(p)
     p.set_defaults(handler=cmd_score)
 
 
