@@ -186,7 +186,7 @@ def test_ensemble_and_revcomp_average_in_one_pass(data, tmp_path):
         torch.export.save(torch.export.export(module.eval(), (torch.zeros(2, 4, WIDTH),)), str(path))
         paths.append(str(path))
     few = dict(data, regions=tmp_path / "few.bed")
-    few["regions"].write_text("".join(data["regions"].read_text().splitlines(True)[1:25]))
+    few["regions"].write_text("".join(data["regions"].read_text().splitlines(True)[1:13]))
     out = tmp_path / "ens.h5"
     score(few, out, "--revcomp-average", models=tuple(paths))
     regions = list(iter_regions(few["regions"], WIDTH))
@@ -266,15 +266,16 @@ def test_rerun_of_a_finished_command_does_nothing(data, single_run, capsys):
 
 
 def test_shards_merge_to_the_single_run(data, single_run, tmp_path):
-    shards = [tmp_path / f"s{i}.h5" for i in range(3)]
+    shards = [tmp_path / f"s{i}.h5" for i in range(2)]
     for i, path in enumerate(shards):
-        score(data, path, "--shard", f"{i}/3")
-    with h5py.File(shards[1], "r") as f:
-        assert f.attrs["shard_index"] == 1 and f["raw/seq"].shape[0] == len(range(4 * 16, 8 * 16))
+        score(data, path, "--shard", f"{i}/2")
+    with h5py.File(shards[1], "r") as f:  # 13 chunks of 16: shard 1 holds chunks 6..12
+        assert f.attrs["shard_index"] == 1 and f.attrs["region_offset"] == 6 * 16
+        assert f["raw/seq"].shape[0] == 200 - 6 * 16
     merged = tmp_path / "merged.h5"
     assert main(["merge", str(merged), *map(str, shards[::-1])]) == 0
     assert_same_file(merged, single_run)
-    assert main(["merge", str(tmp_path / "m2.h5"), str(shards[0]), str(shards[2])]) == 2
+    assert main(["merge", str(tmp_path / "m2.h5"), str(shards[1])]) == 2
 
 
 # -- exports ---------------------------------------------------------------------------------
@@ -314,6 +315,18 @@ def test_modisco_inputs_have_its_layout(data, single_run):
     assert ohe.shape == shap.shape == (200, 4, WIDTH)
     assert np.array_equal(ohe, f["raw/seq"].astype(np.float32))
     assert np.array_equal(shap, f["shap/seq"])
+
+
+def test_modiscolite_reads_the_npz_files_and_the_h5(data, single_run):
+    """TF-MoDISco-lite's own loaders (when it is installed: it is heavy, so not a test extra)."""
+    cli = pytest.importorskip("modiscolite.cli", reason="modisco-lite is not installed")
+    f = read_all(single_run)
+    for name, expected in (("ohe.npz", f["raw/seq"]), ("shap.npz", f["shap/seq"])):
+        path = data["dir"] / "modisco" / name
+        assert cli._read_npz_member(path, "arr_0") is not None  # its fast path accepts the file
+        assert np.array_equal(cli._load_input(path), expected)
+    with h5py.File(single_run, "r") as h:  # what 'modisco motifs -i scores.h5' reads
+        assert h["shap"]["seq"].shape == h["raw"]["seq"].shape == (200, 4, WIDTH)
 
 
 # -- errors ------------------------------------------------------------------------------------
