@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import CliError, _fix, _problem, _text
+from .common import CliError, _text
 
 GENOME_OPTIONS = ("genome", "regions", "width")
 
@@ -104,15 +104,7 @@ def cmd_genome_score(args: argparse.Namespace) -> int:
     say(f"models: {', '.join(specs) or 'bundled example'}" + (f" (averaged over {n_models})" if n_models > 1 else ""))
     say(f"method {job.method}, references {_describe_refs(job)}, targets {', '.join(task_names)}"
         + (", averaged with the reverse complement" if job.revcomp else ""))
-    try:
-        summary = run_genome(run, say)
-    except CliError:
-        raise
-    except Exception as exc:
-        from ..errors import DeepLiftError
-        if isinstance(exc, DeepLiftError):
-            raise CliError(_problem(exc), _fix(exc, "check the options (deeplift score --help)")) from exc
-        raise
+    summary = run_genome(run, say)  # DeepLiftErrors become one line in cli.parser.main
     if summary.already_complete:
         say(f"{run.out} is already complete (same options); nothing to score")
     else:
@@ -127,8 +119,12 @@ def cmd_genome_score(args: argparse.Namespace) -> int:
             for path in write_modisco_inputs(run.out, args.modisco, task_names):
                 say(f"wrote {path}")
     rate = summary.n_scored / summary.seconds if summary.seconds > 0 else float("inf")
-    print(f"scored {summary.n_scored} of {summary.n_regions} regions in {summary.seconds:.1f} s "
-          f"({rate:.1f} regions/s); largest |summation-to-delta error| {summary.max_abs_delta:.2g}")
+    line = (f"scored {summary.n_scored} of {summary.n_regions} regions in {summary.seconds:.1f} s "
+            f"({rate:.1f} regions/s); largest |summation-to-delta error| {summary.max_abs_delta:.2g}")
+    if summary.unknown_positions:
+        line += (f"; {summary.unknown_positions} window positions were N or off a chromosome end "
+                 "(all-zero, scored 0)")
+    print(line)
     return 0
 
 

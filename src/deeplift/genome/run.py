@@ -52,6 +52,7 @@ class RunSummary:
     n_scored: int                           # scored by this invocation (the rest were recorded)
     seconds: float
     max_abs_delta: float
+    unknown_positions: int = 0              # window positions that were N or off-chromosome
     already_complete: bool = False
 
 
@@ -79,10 +80,12 @@ def run_genome(run: GenomeRun, say: Callable[[str], None] = print) -> RunSummary
     state = read_state(run.out)
     if state is not None:
         if state["fingerprint"] == run.fingerprint and state["shard"] == run.shard and state["complete"]:
-            return RunSummary(hi - lo, 0, 0.0, _stored_delta(run.out), already_complete=True)
+            return RunSummary(hi - lo, 0, 0.0, *_stored_summary(run.out), already_complete=True)
         raise OutputExistsError(f"{run.out} exists and was made with other options; choose another "
                                 "--out or delete it (nothing was overwritten)")
     record = PartsRecord(run.out, dict(run.fingerprint, shard=list(run.shard) if run.shard else None))
+    for stale in run.out.parent.glob(f".{run.out.name}.*.h5"):  # an assembly killed half-way
+        stale.unlink(missing_ok=True)
     done = record.done() & set(starts)
     todo = [s for s in starts if s not in done]
     n_done = sum(min(s + run.chunk_size, n_total) - s for s in done)
@@ -101,11 +104,11 @@ def run_genome(run: GenomeRun, say: Callable[[str], None] = print) -> RunSummary
         bar.close()
     seconds = time.perf_counter() - t0
     attrs = {"fingerprint": run.fingerprint, "metadata": run.metadata, **shard_attrs}
-    worst = write_file(run.out, hi - lo, run.width, run.task_names, dtype, attrs,
-                       _recorded_chunks(run, record, starts, lo, hi))
+    worst, unknown = write_file(run.out, hi - lo, run.width, run.task_names, dtype, attrs,
+                                _recorded_chunks(run, record, starts, lo, hi))
     record.remove()
     genome.close()
-    return RunSummary(hi - lo, hi - lo - n_done, seconds, worst)
+    return RunSummary(hi - lo, hi - lo - n_done, seconds, worst, unknown)
 
 
 def _shard_attrs(run: GenomeRun, n_total: int, lo: int) -> dict:
@@ -115,15 +118,18 @@ def _shard_attrs(run: GenomeRun, n_total: int, lo: int) -> dict:
             "n_regions_total": n_total}
 
 
-def _stored_delta(out: Path) -> float:
+def _stored_summary(out: Path) -> tuple[float, int]:
+    import json
+
     import h5py
     with h5py.File(out, "r") as f:
-        return float(np.max(f["max_abs_delta"][()], initial=0.0))
+        meta = json.loads(f.attrs["metadata_json"])
+    return float(meta["max_abs_delta"]), int(meta["unknown_positions"])
 
 
 def _progress(run: GenomeRun, total: int, initial: int):
     from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, unit="region", unit_scale=True, smoothing=0.1,
+    return tqdm(total=total, initial=initial, unit="region", smoothing=0.1,
                 disable=not run.progress, desc="scoring", dynamic_ncols=True)
 
 

@@ -194,13 +194,15 @@ def write_rows(f: Any, offset: int, task_names: list[str], regions: list[Region]
 
 
 def write_file(out: str | os.PathLike, n: int, width: int, task_names: list[str], dtype: Any,
-               attrs: dict, chunks: Iterable[tuple[list[Region], dict[str, np.ndarray]]]) -> float:
-    """Assemble OUT.h5 from the chunks in order (temporary file + rename); returns max |delta|."""
+               attrs: dict, chunks: Iterable[tuple[list[Region], dict[str, np.ndarray]]]
+               ) -> tuple[float, int]:
+    """Assemble OUT.h5 from the chunks in order (temporary file + rename); returns the largest
+    |delta| and the number of all-zero (N or off-chromosome) window positions."""
     h5py = _h5py()
     out = Path(out)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".h5", dir=out.parent)
     os.close(fd)
-    worst = 0.0
+    worst, unknown = 0.0, 0
     try:
         with h5py.File(tmp, "w") as f:
             create_layout(f, n, width, task_names, dtype)
@@ -209,19 +211,20 @@ def write_file(out: str | os.PathLike, n: int, width: int, task_names: list[str]
                 write_rows(f, offset, task_names, regions, part["onehot"], part["hypothetical"],
                            part["max_abs_delta"])
                 worst = max(worst, float(np.max(part["max_abs_delta"], initial=0.0)))
+                unknown += int((part["onehot"].sum(axis=1) == 0).sum())
                 offset += len(regions)
             if offset != n:
                 raise InputError(f"internal: assembled {offset} of {n} regions")
-            _set_attrs(f, attrs, task_names, worst)
+            _set_attrs(f, attrs, task_names, worst, unknown)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return worst
+    return worst, unknown
 
 
-def _set_attrs(f: Any, attrs: dict, task_names: list[str], worst: float) -> None:
-    meta = dict(attrs.get("metadata", {}), max_abs_delta=worst)
+def _set_attrs(f: Any, attrs: dict, task_names: list[str], worst: float, unknown: int) -> None:
+    meta = dict(attrs.get("metadata", {}), max_abs_delta=worst, unknown_positions=unknown)
     f.attrs["format"] = FORMAT
     f.attrs["fingerprint_json"] = json.dumps(attrs["fingerprint"], sort_keys=True)
     f.attrs["metadata_json"] = json.dumps(meta, sort_keys=True, default=str)
@@ -264,7 +267,7 @@ def merge_shards(out: str | os.PathLike, shards: list[str | os.PathLike]) -> int
         attrs = {"fingerprint": infos[order[0]]["fingerprint"], "metadata": meta}
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".h5", dir=out.parent)
         os.close(fd)
-        worst = 0.0
+        worst, unknown = 0.0, 0
         try:
             with h5py.File(tmp, "w") as dst:
                 create_layout(dst, n, width, task_names, dtype)
@@ -278,9 +281,10 @@ def merge_shards(out: str | os.PathLike, shards: list[str | os.PathLike]) -> int
                         hi = min(rows, lo + CHUNK_ROWS * 4)
                         for name in names:
                             dst[name][offset + lo:offset + hi] = src[name][lo:hi]
-                    worst = max(worst, float(np.max(src["max_abs_delta"][()], initial=0.0)))
-                meta.pop("max_abs_delta", None)
-                _set_attrs(dst, attrs, task_names, worst)
+                    shard_meta = json.loads(src.attrs["metadata_json"])
+                    worst = max(worst, float(shard_meta["max_abs_delta"]))
+                    unknown += int(shard_meta["unknown_positions"])
+                _set_attrs(dst, attrs, task_names, worst, unknown)
             os.replace(tmp, out)
         finally:
             if os.path.exists(tmp):
