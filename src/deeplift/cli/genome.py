@@ -12,11 +12,12 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .common import CliError, _text
+from .score import parse_target, resolve_target_names
 
 GENOME_OPTIONS = ("genome", "regions", "width")
 
@@ -50,6 +51,13 @@ def add_merge_parser(sub: Any) -> None:
     p.add_argument("shards", nargs="+", metavar="SHARD.h5", help="every shard file of the run")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(handler=cmd_merge)
+
+
+def with_genome(cmd_score: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The ``score`` handler: genome-scale scoring when its options are given, else ``cmd_score``."""
+    def handler(args: argparse.Namespace) -> int:
+        return cmd_genome_score(args) if genome_requested(args) else cmd_score(args)
+    return handler
 
 
 def genome_requested(args: argparse.Namespace) -> bool:
@@ -190,7 +198,6 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 def _load_job(args: argparse.Namespace, specs: list[str], opts: dict):
     """Load and convert every model, resolve the targets; returns (job, task names, model ids)."""
     from ..genome.scoring import ScoreJob
-    from .score import parse_target, resolve_target_names
     from .sources import load_source
     loaded = []
     for spec in specs or [None]:

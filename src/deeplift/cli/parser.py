@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from .check import cmd_check
 from .common import CliError, _fix, _problem, _text
-from .genome import add_genome_options, add_merge_parser
+from .genome import add_genome_options, add_merge_parser, with_genome
 from .plot import cmd_plot
 from .score import METHODS, REFERENCE_KINDS, cmd_score
 from .sources import MODEL_FORMATS
@@ -65,7 +65,7 @@ def _score_parser(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or run description")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     add_genome_options(p)
-    p.set_defaults(handler=cmd_score)
+    p.set_defaults(handler=with_genome(cmd_score))
 
 
 def _plot_parser(sub: Any) -> None:

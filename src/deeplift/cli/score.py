@@ -143,9 +143,6 @@ def n_reference_pairs(refs: Any, n_refs: int | None, inputs: Inputs) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .genome import cmd_genome_score, genome_requested
-    if genome_requested(args):
-        return cmd_genome_score(args)
     if args.model is not None and args.inputs is None:
         raise CliError("MODEL was given without INPUTS",
                        "give an inputs file after the model, or neither to run the bundled example")
