@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .common import CliError, _text
-from .score import parse_target, resolve_target_names
+from .score import method_name, parse_target, resolve_target_names
 
 GENOME_OPTIONS = ("genome", "regions", "width")
 
@@ -150,7 +150,8 @@ def _check_options(args: argparse.Namespace) -> dict:
     if args.out is None or Path(args.out).suffix.lower() not in (".h5", ".hdf5"):
         raise CliError("genome-scale scores go to an HDF5 file" + (f", not {args.out}" if args.out else ""),
                        "give --out OUT.h5")
-    if args.method is not None and args.method not in GENOME_METHODS:
+    method = method_name(args.method or "rescale")
+    if method not in GENOME_METHODS:
         raise CliError(f"--method {args.method} gives no hypothetical contributions, which the genome-scale "
                        "outputs hold", f"use one of {', '.join(GENOME_METHODS)}")
     refs = args.references or "zeros"
@@ -183,7 +184,7 @@ def _check_options(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     if out.is_dir():
         raise CliError(f"--out {out} is a directory", "give a file name ending in .h5")
-    return {"out": out, "shard": shard, "references": refs}
+    return {"out": out, "shard": shard, "references": refs, "method": method}
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -219,7 +220,7 @@ def _load_job(args: argparse.Namespace, specs: list[str], opts: dict):
     targets = [t % n_units for t in wanted]
     names = source0.task_names
     task_names = [names[t] if names and t < len(names) else f"task{t}" for t in targets]
-    method = args.method or "rescale"
+    method = opts["method"]
     job = ScoreJob(models=[m for _, m, _ in loaded], layouts=[lay for _, _, lay in loaded], targets=targets,
                    target_layer=args.target_layer, method=method, references=opts["references"],
                    n_references=args.n_references or 10, seed=args.seed, revcomp=args.revcomp_average,
@@ -260,7 +261,7 @@ def _convert(source: Any, width: int, args: argparse.Namespace) -> tuple[Any, st
 def _target_units(model: Any, layout: str, width: int, target_layer: str | None) -> tuple[str, int]:
     import torch
 
-    from ..api import default_target_layer
+    from ..plan import default_target_layer
     from ..errors import InputError
     try:
         layer = default_target_layer(model) if target_layer is None else model.resolve(target_layer, "target layer")
