@@ -74,6 +74,11 @@ def run_genome(run: GenomeRun, say: Callable[[str], None] = print) -> RunSummary
     if n_total == 0:
         raise InputError(f"{run.regions} holds no regions")
     starts = shard_chunks(n_total, run.chunk_size, run.shard)
+    if not starts:
+        n_chunks = len(range(0, n_total, run.chunk_size))
+        raise InputError(f"--shard {run.shard[0]}/{run.shard[1]} gets no regions: the run has only "
+                         f"{n_chunks} chunk(s) of {run.chunk_size} regions; use at most {n_chunks} "
+                         "shards or a smaller --chunk-size")
     lo = starts[0] if starts else 0
     hi = min(n_total, starts[-1] + run.chunk_size) if starts else 0
     shard_attrs = _shard_attrs(run, n_total, lo)

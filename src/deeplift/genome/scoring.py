@@ -94,10 +94,13 @@ def score_chunk(job: ScoreJob, start: int, onehot: np.ndarray, regions: Sequence
 
 def _attribute(job: ScoreJob, model: Any, layout: str, x: np.ndarray, refs: np.ndarray | None
                ) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
     import deeplift
-    x = x.astype(np.float32)
+    dtype = np.float64 if model.dtype == torch.float64 else np.float32  # one-hot: exact either way
+    x = x.astype(dtype)
     if refs is not None:
-        refs = refs.astype(np.float32)
+        refs = refs.astype(dtype)
     if layout == "channels_last":
         x = x.transpose(0, 2, 1)
         if refs is not None:
