@@ -344,6 +344,16 @@ def test_modiscolite_reads_the_npz_files_and_the_h5(data, single_run):
 # -- errors ------------------------------------------------------------------------------------
 
 
+def test_unknown_chromosome_fails_before_scoring(data, tmp_path, capsys):
+    bed = tmp_path / "typo.bed"
+    bed.write_text("chr1\t100\t200\n" * 30 + "chrX\t5\t50\n")
+    argv = ["score", str(data["model"]), "--genome", str(data["genome"]), "--regions", str(bed),
+            "--width", "200", "--out", str(tmp_path / "x.h5"), "--chunk-size", "10"]
+    assert main(argv) == 2
+    assert "region 31 (chrX:5-50) is on 'chrX'" in capsys.readouterr().err
+    assert not (tmp_path / "x.h5.parts").exists()
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--method", "gradient"], "no hypothetical contributions"),
     (["--shard", "3/3"], "0 <= I < N"),

@@ -84,16 +84,6 @@ def _parse(fields: list[str], path, line_no: int, index: int, width: int) -> Reg
     return Region(index, chrom, start, end, name, w_start, w_start + width)
 
 
-def count_regions(path: str | os.PathLike) -> int:
-    """How many region lines the file has (one streaming pass, no parsing)."""
-    n = 0
-    with _open_text(path) as fh:
-        for line in fh:
-            if line.strip() and not line.startswith(_HEADER_PREFIXES):
-                n += 1
-    return n
-
-
 def region_seed(chrom: str, start: int, end: int, seed: int) -> int:
     """The shuffle seed of one window: a hash of ``chrom:start-end`` and the user's seed.
 

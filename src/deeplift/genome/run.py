@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from .fasta import Genome
-from .regions import Region, count_regions, iter_regions
+from .regions import Region, iter_regions
 from .scoring import ChunkResult, ScoreJob, score_chunk
 from .store import OutputExistsError, PartsRecord, read_state, write_file
 
@@ -70,9 +70,8 @@ def run_genome(run: GenomeRun, say: Callable[[str], None] = print) -> RunSummary
     """Score (or finish scoring) ``run.regions`` into ``run.out``; see :mod:`deeplift.genome`."""
     if run.chunk_size < 1:
         raise InputError(f"chunk size must be at least 1, got {run.chunk_size}")
-    n_total = count_regions(run.regions)
-    if n_total == 0:
-        raise InputError(f"{run.regions} holds no regions")
+    genome = Genome(run.genome)
+    n_total = _check_regions(run, genome)
     starts = shard_chunks(n_total, run.chunk_size, run.shard)
     if not starts:
         n_chunks = len(range(0, n_total, run.chunk_size))
@@ -96,7 +95,6 @@ def run_genome(run: GenomeRun, say: Callable[[str], None] = print) -> RunSummary
     n_done = sum(min(s + run.chunk_size, n_total) - s for s in done)
     if done:
         say(f"resuming: {len(done)} of {len(starts)} chunks ({n_done} regions) already scored in {record.dir}")
-    genome = Genome(run.genome)
     dtype = np.float16 if run.float16 else np.float32
     t0 = time.perf_counter()
     bar = _progress(run, hi - lo, n_done)
@@ -114,6 +112,21 @@ def run_genome(run: GenomeRun, say: Callable[[str], None] = print) -> RunSummary
     record.remove()
     genome.close()
     return RunSummary(hi - lo, hi - lo - n_done, seconds, worst, unknown)
+
+
+def _check_regions(run: GenomeRun, genome: Genome) -> int:
+    """Parse every BED line and check its chromosome before any scoring (so a typo on the last
+    line does not end a long run); returns the number of regions."""
+    n = 0
+    for region in iter_regions(run.regions, run.width):
+        if region.chrom not in genome.sizes:
+            raise InputError(f"{run.regions}: region {region.index + 1} ({region.name}) is on "
+                             f"{region.chrom!r}, which genome {run.genome} does not have; check that "
+                             "the BED and the FASTA use one assembly and naming (chr1 vs 1)")
+        n += 1
+    if n == 0:
+        raise InputError(f"{run.regions} holds no regions")
+    return n
 
 
 def _shard_attrs(run: GenomeRun, n_total: int, lo: int) -> dict:
