@@ -354,6 +354,15 @@ def test_unknown_chromosome_fails_before_scoring(data, tmp_path, capsys):
     assert not (tmp_path / "x.h5.parts").exists()
 
 
+def test_workers_without_ray_is_a_clear_error(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    argv = ["score", str(data["model"]), "--genome", str(data["genome"]), "--regions",
+            str(data["regions"]), "--width", "200", "--out", str(tmp_path / "x.h5"), "--workers", "2"]
+    assert main(argv) == 2
+    assert "need Ray, which is not installed" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--method", "gradient"], "no hypothetical contributions"),
     (["--shard", "3/3"], "0 <= I < N"),

@@ -173,6 +173,12 @@ def _check_options(args: argparse.Namespace) -> dict:
     if args.weights and len([s for s in [args.model, args.inputs, *args.more_models] if s]) > 1:
         raise CliError("--weights with several models is ambiguous",
                        "save each model with its weights (.pt2 or .keras) and list the files")
+    if args.workers is not None or args.ray_address is not None:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise CliError("--workers/--ray-address need Ray, which is not installed",
+                           "pip install 'deeplift[ray]', or drop those options to score in this process") from None
     shard = _parse_shard(args.shard)
     if shard is not None and (args.bigwig or args.modisco):
         raise CliError("--bigwig/--modisco describe all regions, but --shard scores a part",
