@@ -253,6 +253,31 @@ def test_killed_run_resumes_to_identical_file(data, single_run, tmp_path):
     assert_same_file(out, single_run)
 
 
+def test_run_stopped_while_assembling_finishes_on_rerun(data, tmp_path, monkeypatch):
+    import deeplift.genome.run as run_module
+    few = dict(data, regions=tmp_path / "few.bed")
+    few["regions"].write_text("".join(data["regions"].read_text().splitlines(True)[1:41]))
+    score(few, tmp_path / "whole.h5")
+    real_write_file = run_module.write_file
+
+    def dies_half_way(out, n, width, task_names, dtype, attrs, chunks):
+        def two_then_die():
+            for k, chunk in enumerate(chunks):
+                if k == 1:
+                    raise KeyboardInterrupt  # stands for a kill in the middle of the assembly
+                yield chunk
+        return real_write_file(out, n, width, task_names, dtype, attrs, two_then_die())
+
+    monkeypatch.setattr(run_module, "write_file", dies_half_way)
+    out = tmp_path / "stopped.h5"
+    assert main(["score", str(data["model"]), "--genome", str(data["genome"]), "--regions",
+                 str(few["regions"]), "--out", str(out), *COMMON]) == 130
+    assert not out.exists() and len(list((tmp_path / "stopped.h5.parts").glob("chunk_*"))) == 2
+    monkeypatch.setattr(run_module, "write_file", real_write_file)
+    score(few, out)
+    assert_same_file(out, tmp_path / "whole.h5")
+
+
 def test_resume_refuses_a_run_with_other_options(data, single_run, tmp_path, capsys):
     from deeplift.genome.store import PartsRecord
     out = tmp_path / "other.h5"
