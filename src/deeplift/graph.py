@@ -48,7 +48,7 @@ class Model:
         #: rows pushed through the forward pass so far (examples + references); lets tests and
         #: benchmarks check that work is not repeated
         self.rows_forwarded = 0
-        #: layer output shapes per example shape and dtype of the inputs (see ``layer_shapes``)
+        #: layer output shapes per example shape of the inputs (see ``layer_shapes``)
         self._shapes: dict[tuple, dict[str, tuple]] = {}
         self._consumers: dict[str, list[str]] = {n: [] for n in self.layers}
         for n, l in self.layers.items():
@@ -153,9 +153,9 @@ class Model:
 
     def layer_shapes(self, inputs: Sequence[Tensor], needed: Iterable[str]) -> dict[str, tuple]:
         """Output shapes (batch axis of 1) of the ``needed`` layers for inputs shaped like
-        ``inputs``: from a one-example forward pass, remembered per example shape and dtype, so a
+        ``inputs``: from a one-example forward pass, remembered per example shape, so a
         model scored again on same-shaped inputs (or just checked on them) runs no extra pass."""
-        key = tuple((tuple(t.shape[1:]), t.dtype) for t in inputs)
+        key = tuple(tuple(t.shape[1:]) for t in inputs)
         known = self._shapes.get(key, {})
         needed = list(needed)
         if any(n not in known for n in needed):
@@ -176,7 +176,7 @@ class Model:
         with torch.no_grad():
             values = self.forward_all(tensors, self.output_names)
         if tensors and tensors[0].shape[0] > 0:
-            self._remember_shapes(tuple((tuple(t.shape[1:]), t.dtype) for t in tensors), values)
+            self._remember_shapes(tuple(tuple(t.shape[1:]) for t in tensors), values)
         outs = [values[n] for n in self.output_names]
         if to_numpy:
             outs = [o.detach().cpu().numpy() for o in outs]
