@@ -300,6 +300,7 @@ def _model_id(source: Any, weights: str | None) -> dict:
 def _fingerprint(args: argparse.Namespace, opts: dict, model_ids: list[dict], job: Any) -> dict:
     """The options that change the numbers; a resumed run must match them exactly."""
     from ..genome.fasta import Genome
+    from ..genome.run import DEFAULT_CHUNK_SIZE
     sizes = Genome(args.genome).sizes
     return {
         "models": model_ids, "method": job.method, "targets": job.targets,
@@ -309,7 +310,7 @@ def _fingerprint(args: argparse.Namespace, opts: dict, model_ids: list[dict], jo
         "regions_sha256": _sha256(args.regions),
         "genome_sha256": hashlib.sha256(repr(sorted(sizes.items())).encode()).hexdigest(),
         "float16": bool(args.float16), "batch_size": job.batch_size,
-        "chunk_size": args.chunk_size or 256, "dtype": args.dtype, "device": args.device,
+        "chunk_size": args.chunk_size or DEFAULT_CHUNK_SIZE, "dtype": args.dtype, "device": args.device,
     }
 
 
