@@ -383,3 +383,17 @@ class _TimeFirst(nn.Module):
 def test_time_first_recurrent_layers_fed_a_transposed_batch_convert(kind, last):
     torch.manual_seed(0)
     check_exact(_TimeFirst(kind, last), _one_hot_dna(3, 5, seed=8), seed=9)
+
+
+def test_masked_fill_with_minus_infinity_before_a_softmax_sums_to_delta():
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+            self.register_buffer("mask", torch.tensor([False, True, False, True]))
+
+        def forward(self, x):
+            return self.out(torch.softmax(self.proj(x).masked_fill(self.mask, float("-inf")), -1))
+
+    torch.manual_seed(0)
+    check_exact(Masked(), _randn(3, 4))

@@ -176,6 +176,8 @@ def _masked_fill(c, node, a):
                                         "on the inputs has no DeepLIFT rule")
         value = float(value)
     dtype = node.meta["val"].dtype
+    if value in (float("inf"), float("-inf")):  # an infinite fill has no finite difference to
+        value = torch.finfo(dtype).max if value > 0 else torch.finfo(dtype).min  # split: clamp it
     keep = ScalarMul((~mask.bool()).to(dtype))
     kept = c.add(keep, node, [x], suffix="keep")
     filled = torch.zeros(mask.shape, dtype=dtype).masked_fill(mask.bool(), float(value))
