@@ -397,3 +397,17 @@ def test_masked_fill_with_minus_infinity_before_a_softmax_sums_to_delta():
 
     torch.manual_seed(0)
     check_exact(Masked(), _randn(3, 4))
+
+
+def test_a_reshape_folding_other_axes_into_the_batch_axis_is_refused_at_conversion():
+    class Windows(nn.Module):  # Swin's window partition: view(-1, window, C)
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+
+        def forward(self, x):  # (N, 6, 4)
+            w = self.proj(x).view(-1, 3, 4)
+            return w.sum((1, 2)).view(x.shape[0], 2)
+
+    with pytest.raises(deeplift.UnsupportedLayerError, match="folds other axes into the batch"):
+        deeplift.convert(Windows().double(), _randn(3, 6, 4))

@@ -347,7 +347,11 @@ def _targets(n_features: int) -> list[int]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+    rows = getattr(exc, "ops", None)
+    if rows and len(rows) > 1:  # the table of every op without a rule: its first row's reason
+        text = f"{type(exc).__name__}: {len(rows)} kinds of op without a rule; first: {rows[0]['reason']}"
+    else:
+        text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
     return text[:300]
 
 

@@ -780,7 +780,13 @@ def _batch_shape(c: _Capture, node, shape) -> list[int]:
     rest = shape[1:]
     if any(isinstance(s, _BatchSize) for s in rest):
         raise UnsupportedLayerError(f"reshape to {shape} ({_where(node)}) uses the batch size in a non-batch axis")
-    return [int(s) for s in rest]
+    rest = [int(s) for s in rest]
+    val = node.args[0].meta.get("val") if node.args and isinstance(node.args[0], torch.fx.Node) else None
+    if first == -1 and val is not None and -1 not in rest and math.prod(rest) != math.prod(val.shape[1:]):
+        # e.g. Swin's window partition, view(-1, ws*ws, C): the -1 folds other axes into the batch
+        raise UnsupportedLayerError(f"reshape to {shape} ({_where(node)}) folds other axes into the batch "
+                                    "axis (e.g. windows of window attention), which mixes examples' layout")
+    return rest
 
 
 def _view(c: _Capture, node, a):
