@@ -88,11 +88,11 @@ def test_product_contributions_equal_shapley_values_by_enumeration(kind):
     r = torch.randn(2, 8, dtype=torch.float64)
     model = deeplift.convert(net, x)
     for method in METHODS:
-        scores = deeplift.attribute(model, x, r, method=method, target=[0, 2])
+        scores = deeplift.attribute(model, x, r, method=method, target="all")
         for e in range(2):
-            for t, target in enumerate([0, 2]):
+            for target in (0, 2):
                 phi = shapley_by_enumeration(lambda z: net(z)[:, target], x[e], r[e])
-                torch.testing.assert_close(scores[e, t], phi, rtol=0, atol=1e-12)
+                torch.testing.assert_close(scores[e, target], phi, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["mul", "matmul", "einsum", "scores"])

@@ -7,7 +7,7 @@ from .elementwise import (Abs, Erf, Hardsigmoid, Hardswish, Log, Log1p, LogSumEx
                           Rsqrt, ScalarPow, Softsign, Sqrt, ThresholdedReLU)
 from .linear import AdaptiveAvgPool, AvgPool, BatchNorm, Conv, Dense, Reduce, ScalarMul
 from .merge import Add, Concat, Mul, Sub
-from .normalization import Normalize
+from .norms import Normalize
 from .pooling import MaxPool, MaxReduce
 from .products import Einsum, MatMul, Product
 from .shape import (Flatten, Flip, Identity, Pad, Permute, Reshape, Select, Slice, Squeeze,
