@@ -243,3 +243,45 @@ def test_product_of_activations_that_mixes_examples_is_refused():
 
     with pytest.raises(deeplift.UnsupportedLayerError, match="batch axis first"):
         deeplift.convert(Gram(), torch.randn(3, 4))
+
+
+class _MHA(nn.Module):
+    def __init__(self, cross: bool = False, mask: str | None = None, kdim: int | None = None,
+                 need_weights: bool = True) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True, kdim=kdim, vdim=kdim)
+        self.kv = nn.Linear(8, kdim or 8)
+        self.cross, self.mask, self.need_weights = cross, mask, need_weights
+
+    def forward(self, x):
+        kv = self.kv(x) if self.cross else x
+        length = x.shape[1]
+        mask = None
+        if self.mask == "bool":  # nn.MultiheadAttention: True means "do not attend"
+            mask = torch.ones(length, length, dtype=torch.bool).triu(1)
+        elif self.mask == "float":
+            mask = torch.zeros(length, length, dtype=x.dtype).masked_fill(
+                torch.ones(length, length, dtype=torch.bool).triu(1), float("-inf"))
+        out, _ = self.attn(x, kv, kv, need_weights=self.need_weights, attn_mask=mask)
+        return out.flatten(1)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"need_weights": False}, {"cross": True, "mask": "bool"},
+                                    {"mask": "float"}, {"cross": True, "kdim": 6}],
+                         ids=["self", "no_weights", "cross_bool_mask", "float_mask", "kdim"])
+def test_multihead_attention_module_converts_unmodified_and_sums_to_delta(kwargs):
+    torch.manual_seed(11)
+    net = _MHA(**kwargs).double().eval()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    r = torch.randn(3, 5, 8, dtype=torch.float64) * 0.5
+    _check_attention_model(net, x, r)
+    assert "forward" not in vars(net.attn)  # the module's own forward is back
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_encoder_layer_converts_unmodified_and_sums_to_delta(norm_first):
+    torch.manual_seed(12)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, norm_first=norm_first)
+    net = nn.Sequential(layer, nn.Flatten(), nn.Linear(40, 3)).double().eval()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    _check_attention_model(net, x, torch.zeros_like(x))
