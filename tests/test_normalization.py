@@ -67,6 +67,11 @@ def _norms() -> dict[str, nn.Module]:
     }
 
 
+#: the default run checks one of each kind; ``-m slow`` every variant
+_SLOW = {"layer_norm_2d", "rms_norm_eps", "group_norm_1", "instance_norm_plain"}
+_CASES = [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW else n for n in _norms()]
+
+
 def _net(name: str) -> nn.Module:
     torch.manual_seed(7)
     norm = _norms()[name]
@@ -83,7 +88,7 @@ def _inputs():
     return x, r
 
 
-@pytest.mark.parametrize("name", list(_norms()))
+@pytest.mark.parametrize("name", _CASES)
 def test_normalization_rule_equals_its_decomposition_into_generic_rules(name):
     net = _net(name)
     hand = nn.Sequential(net[0], HandNorm(net[1]), *net[2:]).eval()
@@ -100,7 +105,7 @@ def test_normalization_rule_equals_its_decomposition_into_generic_rules(name):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
 
 
-@pytest.mark.parametrize("name", list(_norms()))
+@pytest.mark.parametrize("name", _CASES)
 def test_normalization_sums_to_delta_and_gradient_equals_autograd(name):
     net = _net(name)
     x, r = _inputs()
