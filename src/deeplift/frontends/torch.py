@@ -26,7 +26,7 @@ from ..layers import (ELU, GELU, SELU, AdaptiveAvgPool, Add, AvgPool, BatchNorm,
                       MaxReduce, Mul, Pad, Permute, PReLU, ReLU, Reduce, Reshape, ScalarMul,
                       Select, Sigmoid, SiLU, Slice, Softmax, Softplus, Squeeze, Sub, Tanh, Unsqueeze)
 from ..layers import (Abs, Einsum, Erf, Hardsigmoid, Hardswish, Log, Log1p, LogSumExp, MatMul, Mish,
-                      Normalize, Pow, Reciprocal, Rsqrt, ScalarPow, Sqrt)
+                      Normalize, PathIntegrated, Pow, Reciprocal, Rsqrt, ScalarPow, Sqrt)
 
 aten = torch.ops.aten
 
@@ -34,9 +34,10 @@ aten = torch.ops.aten
 class _Capture:
     """Walks an exported graph and builds layers; one instance per conversion."""
 
-    def __init__(self, ep: torch.export.ExportedProgram, batch_size: int) -> None:
+    def __init__(self, ep: torch.export.ExportedProgram, batch_size: int, unknown_ops: str = "error") -> None:
         self.ep = ep
         self.batch_size = batch_size
+        self.unknown_ops = _check_unknown_ops(unknown_ops)
         self.layers: list[Layer] = []
         self.names: set[str] = set()
         self.value: dict[str, Any] = {}     # node name -> layer name (batch-dependent) or a constant
@@ -200,6 +201,10 @@ class _Capture:
                 raise deferred[0].error
             return self.add_user_layer(build, node, bound)
         rule = _rule_for(target)
+        if rule is None and self.unknown_ops == "integrated":
+            if deferred:
+                raise deferred[0].error
+            return _path_integrated(self, node, args, kwargs)
         if rule is None:
             raise UnsupportedLayerError(
                 f"op {_op_name(target)} ({_where(node)}) has no DeepLIFT rule; rewrite that part "
@@ -1056,6 +1061,54 @@ def _multi_head_attention(c: _Capture, node, a) -> _LayerRef:
     return c.add(Dense(a["out_weight"], a.get("out_bias")), node, [out])
 
 
+def _check_unknown_ops(value: str) -> str:
+    if value not in ("error", "integrated"):
+        raise InputError(f"unknown_ops must be 'error' or 'integrated', got {value!r}")
+    return value
+
+
+class _Slot:
+    """Where a layer's value goes in the arguments of an op run by :class:`PathIntegrated`."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _path_integrated(c: _Capture, node, args: list, kwargs: dict) -> _LayerRef:
+    """An op without a rule as one node with path-integrated multipliers (``unknown_ops``)."""
+    val = node.meta.get("val")
+    if not isinstance(val, Tensor) or not val.is_floating_point():
+        raise UnsupportedLayerError(f"op {_op_name(node.target)} ({_where(node)}) has no DeepLIFT rule, and "
+                                    "unknown_ops='integrated' needs an op with one floating tensor output")
+    refs: list[_LayerRef] = []
+
+    def template(a):
+        if c.is_layer(a):
+            refs.append(a)
+            return _Slot(len(refs) - 1)
+        if isinstance(a, _BatchSize):
+            raise UnsupportedLayerError(f"op {_op_name(node.target)} ({_where(node)}) computes with the "
+                                        "batch size")
+        if isinstance(a, (list, tuple)):
+            return type(a)(template(x) for x in a)
+        return a
+
+    t_args, t_kwargs = template(list(args)), {k: template(v) for k, v in kwargs.items()}
+    target = node.target
+
+    def fill(a, values):
+        if isinstance(a, _Slot):
+            return values[a.index]
+        if isinstance(a, (list, tuple)):
+            return type(a)(fill(x, values) for x in a)
+        return a
+
+    def fn(*values):
+        return target(*fill(t_args, values), **{k: fill(v, values) for k, v in t_kwargs.items()})
+
+    return c.add(PathIntegrated(fn, op=_op_name(target)), node, refs)
+
+
 _MHA_OP: Any = None
 
 
@@ -1173,13 +1226,15 @@ def _example_tuple(example_inputs: Any) -> tuple[Tensor, ...]:
 
 
 def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = True,
-                   atol: float | None = None) -> Model:
+                   atol: float | None = None, unknown_ops: str = "error") -> Model:
     """Capture ``module`` (in eval mode) as a deeplift Model, from example inputs (N, ...).
 
     The batch axis is exported as dynamic so the model works for any batch size. With
     ``check`` the converted forward pass is compared with the module's on the examples and a
-    mismatch raises.
+    mismatch raises. ``unknown_ops="integrated"``: an op without a rule becomes a
+    :class:`~deeplift.layers.PathIntegrated` node (not exact; see its docstring) instead of an error.
     """
+    _check_unknown_ops(unknown_ops)
     if not isinstance(module, torch.nn.Module):
         raise InputError(f"convert() needs a torch.nn.Module, got {type(module).__name__}")
     examples = _example_tuple(example_inputs)
@@ -1211,7 +1266,7 @@ def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = T
                              f"{type(exc).__name__}: {exc}") from exc
         with _attention_as_one_op(module):
             ep = _export(module, examples)
-        model = _Capture(ep, batch).run()
+        model = _Capture(ep, batch, unknown_ops).run()
         if check:
             _check_forward(model, examples, expected, atol)
     return model
@@ -1266,19 +1321,19 @@ def _in_forward_order(module: torch.nn.Module, inputs: dict) -> tuple:
 _CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[Any, Model]]" = weakref.WeakKeyDictionary()
 
 
-def convert_cached(module: torch.nn.Module, inputs: Any) -> Model:
+def convert_cached(module: torch.nn.Module, inputs: Any, unknown_ops: str = "error") -> Model:
     """Convert once per module and weights version (``attribute`` accepts modules directly)."""
     examples = _example_tuple(inputs if not isinstance(inputs, dict) else tuple(inputs.values()))
     key = (tuple((n, t.data_ptr(), t._version, t.dtype, t.device) for n, t in
                  list(module.named_parameters()) + list(module.named_buffers())),
-           tuple(tuple(e.shape[1:]) for e in examples))  # a new example shape converts again
+           tuple(tuple(e.shape[1:]) for e in examples), unknown_ops)  # a new example shape converts again
     hit = _CACHE.get(module)
     if hit is not None and hit[0] == key:
         return hit[1]
     examples = inputs if not isinstance(inputs, dict) else _in_forward_order(module, inputs)
     examples = _example_tuple(examples)
     examples = tuple(e[:2] for e in examples)
-    model = convert_module(module, examples)
+    model = convert_module(module, examples, unknown_ops=unknown_ops)
     _CACHE[module] = (key, model)
     return model
 
