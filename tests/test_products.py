@@ -57,7 +57,7 @@ class _Quadratic(nn.Module):
         self.kind = kind
         self.a, self.b = nn.Linear(n, 6), nn.Linear(n, 6)
         self.out = nn.Linear({"mul": 6, "matmul": 4, "bmm": 4, "baddbmm": 4, "einsum": 9,
-                              "scores": 4}[kind], 3)
+                              "einsum_one_sided": 3, "scores": 4}[kind], 3)
 
     def forward(self, x):
         a, b = self.a(x), self.b(x)
@@ -72,13 +72,15 @@ class _Quadratic(nn.Module):
             z = torch.baddbmm(a[:, :4].view(n, 2, 2), a.view(n, 2, 3), b.view(n, 3, 2), beta=0.5, alpha=-1.5)
         elif self.kind == "einsum":
             z = torch.einsum("nij,nkj->nik", a.view(n, 3, 2), b.view(n, 3, 2))
+        elif self.kind == "einsum_one_sided":  # i is summed out of the first operand only
+            z = torch.einsum("nij,nj->nj", a.view(n, 2, 3), b[:, :3])
         else:  # attention scores q·kᵀ, both from x
             q, k = a.view(n, 1, 2, 3), b.view(n, 1, 2, 3)
             z = q @ k.transpose(-1, -2)
         return self.out(z.reshape(n, -1))
 
 
-@pytest.mark.parametrize("kind", ["mul", "matmul", "bmm", "baddbmm", "einsum", "scores"])
+@pytest.mark.parametrize("kind", ["mul", "matmul", "bmm", "baddbmm", "einsum", "einsum_one_sided", "scores"])
 def test_product_contributions_equal_shapley_values_by_enumeration(kind):
     torch.manual_seed(3)
     net = _Quadratic(kind).double().eval()
