@@ -407,8 +407,8 @@ def test_bad_genome_options_are_one_line_errors(data, tmp_path, capsys, extra, m
 # -- Ray -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_ray_two_workers_equal_single_process(data, single_run, tmp_path):
+    """Runs wherever Ray is installed (the test extra installs it, so CI runs it)."""
     pytest.importorskip("ray", reason="Ray is optional (pip install 'deeplift[ray]')")
     out = tmp_path / "ray.h5"
     score(data, out, "--workers", "2")
