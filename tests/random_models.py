@@ -376,8 +376,9 @@ EXTRA_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 ACTIVATIONS.extend(EXTRA_ACTIVATIONS)
 SMOOTH_ACTIVATIONS.append("mish")
 
-EXTRA_SPATIAL = ["layer_norm", "group_norm", "instance_norm", "rms_norm", "attention", "attention"]
-EXTRA_FLAT = ["layer_norm", "elementwise", "logsumexp"]
+EXTRA_SPATIAL = ["layer_norm", "group_norm", "instance_norm", "rms_norm", "attention", "attention",
+                 "elementwise", "elementwise"]
+EXTRA_FLAT = ["layer_norm", "elementwise", "elementwise", "elementwise", "logsumexp"]
 
 
 def _random_affine(norm: nn.Module) -> nn.Module:
@@ -458,6 +459,8 @@ def extra_spatial_block(c: Chooser, kind: str, nd: int, ch: int, spatial: Sequen
         return _random_affine(nn.RMSNorm(spatial[-1], eps=c.choice([1e-5, 1e-3])))  # see test_normalization
     if kind == "attention":
         return Attention(c, ch)
+    if kind == "elementwise":
+        return extra_flat_block(c, kind, ch)
     raise AssertionError(kind)
 
 

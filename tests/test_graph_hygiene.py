@@ -92,3 +92,41 @@ def test_deeplift_check_prints_every_unsupported_op(tmp_path, monkeypatch, capsy
         assert any(line.strip().startswith(op) and "manyops.py" in line for line in table), op
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("deeplift: error: model manyops:Net has 3 unsupported ops")
+
+
+class _NoRule(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(torch.atan2(self.a(x), x + 2) + torch.cumsum(x, 1))
+
+
+def test_unknown_ops_integrated_gives_the_op_path_integrated_multipliers_and_reports_its_leak():
+    net = _NoRule().double().eval()
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(3, 4, dtype=torch.float64, generator=gen)
+    r = torch.randn(3, 4, dtype=torch.float64, generator=gen)
+    with pytest.raises(deeplift.UnsupportedLayerError):
+        deeplift.convert(net, x)
+    model = deeplift.convert(net, x, unknown_ops="integrated")
+    kinds = {name: layer.describe() for name, layer in model.layers.items()}
+    assert kinds["atan2"] == "PathIntegrated(aten.atan2)" and kinds["cumsum"] == "PathIntegrated(aten.cumsum)"
+    with pytest.warns(deeplift.SummationToDeltaWarning):
+        scores, nodes = deeplift.attribute(model, x, r, target="all", return_node_deltas=True)
+    assert nodes.worst()[0] == "atan2" and 1e-8 < nodes["atan2"] < 1e-2  # the Riemann error, there only
+    assert max(v for k, v in nodes.items() if k != "atan2") < 1e-12  # cumsum is linear: exact
+    delta = (net(x) - net(r)).detach()
+    assert (scores.sum(-1) - delta).abs().max().item() < 1e-2
+    # gradient methods: the op's own gradient, as autograd
+    xx = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(net(xx)[:, 1].sum(), xx)
+    torch.testing.assert_close(deeplift.attribute(model, x, method="gradient", target=1), grad,
+                               rtol=0, atol=1e-12)
+    # attribute converts a module with the same option
+    with pytest.warns(deeplift.SummationToDeltaWarning):
+        direct = deeplift.attribute(net, x, r, target="all", unknown_ops="integrated")
+    torch.testing.assert_close(direct, scores, rtol=0, atol=1e-12)
+    with pytest.raises(deeplift.InputError, match="unknown_ops"):
+        deeplift.attribute(net, x, r, unknown_ops="linear")

@@ -385,6 +385,25 @@ def _norms_and_relus(keras):
 BUILDERS["norms_and_relus"] = _norms_and_relus
 
 
+def _transformer_block(keras):
+    """A Keras transformer encoder block: self-attention and cross-attention (MultiHeadAttention),
+    residuals, LayerNormalization, a GELU feed-forward layer."""
+    L = keras.layers
+    x = keras.Input((5, 6), name="tokens")
+    h = L.Dense(8)(x)
+    a = L.MultiHeadAttention(num_heads=2, key_dim=3, value_dim=4, name="self_attention")(h, h)
+    h = L.LayerNormalization(name="ln1")(L.Add()([h, a]))
+    memory = L.Dense(8, activation="tanh")(x)
+    c = L.MultiHeadAttention(num_heads=1, key_dim=4, use_bias=False, name="cross")(h, memory, memory)
+    h = L.LayerNormalization(name="ln2")(L.Add()([h, c]))
+    f = L.Dense(8)(L.Dense(16, activation="gelu")(h))
+    h = L.LayerNormalization(name="ln3")(L.Add()([h, f]))
+    return keras.Model(x, L.Dense(3)(L.GlobalAveragePooling1D()(h)), name="transformer_block")
+
+
+BUILDERS["transformer_block"] = _transformer_block
+
+
 def _example_inputs(model, seed: int, n: int = 3) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.normal(0.0, 1.0, (n, *inp.shape[1:])).astype("float32") for inp in model.inputs]

@@ -32,22 +32,20 @@ def _one_thread():
 
 def shapley_by_enumeration(f, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """Shapley value of every element of ``x`` (1-D, n players) for the scalar game
-    ``v(S) = f(x on S, r elsewhere)``, from its definition: a weighted sum over all coalitions."""
+    ``v(S) = f(x on S, r elsewhere)``, from its definition: the weighted sum over every coalition
+    S without player i of ``v(S ∪ {i}) − v(S)``, weight ``|S|!(n−|S|−1)!/n!``."""
     n = x.numel()
     masks = torch.tensor(list(itertools.product([0, 1], repeat=n)), dtype=torch.bool)  # (2^n, n)
     with torch.no_grad():
         values = f(torch.where(masks, x, r))  # every coalition in one batch
-    index = {tuple(m.tolist()): k for k, m in enumerate(masks)}
+    sizes = masks.sum(1)
+    weight = torch.tensor([math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n)
+                           for k in range(n)], dtype=torch.float64)
     phi = torch.zeros(n, dtype=torch.float64)
-    for k, m in enumerate(masks):
-        size = int(m.sum())
-        for i in range(n):
-            if m[i]:
-                continue
-            with_i = list(m.tolist())
-            with_i[i] = True
-            weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
-            phi[i] += weight * (values[index[tuple(with_i)]] - values[k])
+    for i in range(n):  # row k + 2^(n-1-i) is coalition k with player i added (product order)
+        without = torch.nonzero(~masks[:, i]).flatten()
+        gain = values[without + 2 ** (n - 1 - i)] - values[without]
+        phi[i] = (weight[sizes[without]] * gain).sum()
     return phi
 
 
@@ -59,7 +57,7 @@ class _Quadratic(nn.Module):
         self.kind = kind
         self.a, self.b = nn.Linear(n, 6), nn.Linear(n, 6)
         self.out = nn.Linear({"mul": 6, "matmul": 4, "bmm": 4, "baddbmm": 4, "einsum": 9,
-                              "scores": 4}[kind], 3)
+                              "einsum_one_sided": 3, "scores": 4}[kind], 3)
 
     def forward(self, x):
         a, b = self.a(x), self.b(x)
@@ -74,25 +72,26 @@ class _Quadratic(nn.Module):
             z = torch.baddbmm(a[:, :4].view(n, 2, 2), a.view(n, 2, 3), b.view(n, 3, 2), beta=0.5, alpha=-1.5)
         elif self.kind == "einsum":
             z = torch.einsum("nij,nkj->nik", a.view(n, 3, 2), b.view(n, 3, 2))
+        elif self.kind == "einsum_one_sided":  # i is summed out of the first operand only
+            z = torch.einsum("nij,nj->nj", a.view(n, 2, 3), b[:, :3])
         else:  # attention scores q·kᵀ, both from x
             q, k = a.view(n, 1, 2, 3), b.view(n, 1, 2, 3)
             z = q @ k.transpose(-1, -2)
         return self.out(z.reshape(n, -1))
 
 
-@pytest.mark.parametrize("kind", ["mul", "matmul", "bmm", "baddbmm", "einsum", "scores"])
+@pytest.mark.parametrize("kind", ["mul", "matmul", "bmm", "baddbmm", "einsum", "einsum_one_sided", "scores"])
 def test_product_contributions_equal_shapley_values_by_enumeration(kind):
     torch.manual_seed(3)
     net = _Quadratic(kind).double().eval()
     x = torch.randn(2, 8, dtype=torch.float64)
     r = torch.randn(2, 8, dtype=torch.float64)
     model = deeplift.convert(net, x)
+    phi = {(e, t): shapley_by_enumeration(lambda z: net(z)[:, t], x[e], r[e]) for e in range(2) for t in (0, 2)}
     for method in METHODS:
-        scores = deeplift.attribute(model, x, r, method=method, target=deeplift.SeveralTargets([0, 2]))
-        for e in range(2):
-            for t, target in enumerate([0, 2]):
-                phi = shapley_by_enumeration(lambda z: net(z)[:, target], x[e], r[e])
-                torch.testing.assert_close(scores[e, t], phi, rtol=0, atol=1e-12)
+        scores = deeplift.attribute(model, x, r, method=method, target="all")
+        for (e, t), expected in phi.items():
+            torch.testing.assert_close(scores[e, t], expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["mul", "matmul", "einsum", "scores"])
@@ -203,7 +202,8 @@ def test_scaled_dot_product_attention_sums_to_delta_with_masks(mask, scale):
     _check_attention_model(net, x, r)
 
 
-@pytest.mark.parametrize("mask_value", [-10000.0, torch.finfo(torch.float64).min, float("-inf")])
+@pytest.mark.parametrize("mask_value", [pytest.param(-10000.0, marks=pytest.mark.slow),
+                                        torch.finfo(torch.float64).min, float("-inf")])
 def test_bert_style_self_attention_converts_unmodified_and_sums_to_delta(mask_value):
     torch.manual_seed(6)
     net = BertStyleSelfAttention(mask_value=mask_value).double().eval()
@@ -243,3 +243,47 @@ def test_product_of_activations_that_mixes_examples_is_refused():
 
     with pytest.raises(deeplift.UnsupportedLayerError, match="batch axis first"):
         deeplift.convert(Gram(), torch.randn(3, 4))
+
+
+class _MHA(nn.Module):
+    def __init__(self, cross: bool = False, mask: str | None = None, kdim: int | None = None,
+                 need_weights: bool = True) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True, kdim=kdim, vdim=kdim)
+        self.kv = nn.Linear(8, kdim or 8)
+        self.cross, self.mask, self.need_weights = cross, mask, need_weights
+
+    def forward(self, x):
+        kv = self.kv(x) if self.cross else x
+        length = x.shape[1]
+        mask = None
+        if self.mask == "bool":  # nn.MultiheadAttention: True means "do not attend"
+            mask = torch.ones(length, length, dtype=torch.bool).triu(1)
+        elif self.mask == "float":
+            mask = torch.zeros(length, length, dtype=x.dtype).masked_fill(
+                torch.ones(length, length, dtype=torch.bool).triu(1), float("-inf"))
+        out, _ = self.attn(x, kv, kv, need_weights=self.need_weights, attn_mask=mask)
+        return out.flatten(1)
+
+
+@pytest.mark.parametrize("kwargs", [{}, pytest.param({"need_weights": False}, marks=pytest.mark.slow),
+                                    {"cross": True, "mask": "bool"},
+                                    pytest.param({"mask": "float"}, marks=pytest.mark.slow),
+                                    {"cross": True, "kdim": 6}],
+                         ids=["self", "no_weights", "cross_bool_mask", "float_mask", "kdim"])
+def test_multihead_attention_module_converts_unmodified_and_sums_to_delta(kwargs):
+    torch.manual_seed(11)
+    net = _MHA(**kwargs).double().eval()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    r = torch.randn(3, 5, 8, dtype=torch.float64) * 0.5
+    _check_attention_model(net, x, r)
+    assert "forward" not in vars(net.attn)  # the module's own forward is back
+
+
+@pytest.mark.parametrize("norm_first", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_transformer_encoder_layer_converts_unmodified_and_sums_to_delta(norm_first):
+    torch.manual_seed(12)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, norm_first=norm_first)
+    net = nn.Sequential(layer, nn.Flatten(), nn.Linear(40, 3)).double().eval()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    _check_attention_model(net, x, torch.zeros_like(x))

@@ -155,8 +155,9 @@ def resolve_target(model: Model, target: Any, layer: str, shapes: dict[str, tupl
 # models, layers
 
 
-def as_model(model: Any, inputs: Any = None) -> Model:
-    """A deeplift Model from a Model, a live Keras model or an nn.Module (converted and cached)."""
+def as_model(model: Any, inputs: Any = None, unknown_ops: str = "error") -> Model:
+    """A deeplift Model from a Model, a live Keras model or an nn.Module (converted and cached;
+    ``unknown_ops`` as in ``deeplift.convert``)."""
     if isinstance(model, Model):
         return model
     from .frontends.keras import _is_keras_model
@@ -167,7 +168,7 @@ def as_model(model: Any, inputs: Any = None) -> Model:
         from .frontends.torch import convert_cached
         if inputs is None:
             raise InputError("an nn.Module needs example inputs to be converted")
-        return convert_cached(model, inputs)
+        return convert_cached(model, inputs, unknown_ops)
     raise InputError(f"model must be a deeplift.Model or a torch.nn.Module, got {type(model).__name__}")
 
 
@@ -240,12 +241,14 @@ def make_plan(model: Any, inputs: Any, references: Any = None, method: Any = "re
               hypothetical: bool = False, softmax_centering: bool = True,
               return_delta: bool = False, seed: int | None = None, max_routing: str = "conserving",
               original_quirks: bool = False, additional_forward_args: Any = None,
-              return_node_deltas: bool = False) -> Plan:
+              return_node_deltas: bool = False, unknown_ops: str = "error") -> Plan:
     """Check and convert the arguments of :func:`deeplift.attribute` (which documents them)."""
     m = get_method(method)
     extra = _as_tuple(additional_forward_args)
     all_inputs = inputs if not extra else (*_as_tuple(inputs), *extra)
-    model = as_model(model, all_inputs)
+    if unknown_ops not in ("error", "integrated"):
+        raise InputError(f"unknown_ops must be 'error' or 'integrated', got {unknown_ops!r}")
+    model = as_model(model, all_inputs, unknown_ops)
     if max_routing not in ("conserving", "gradient"):
         raise InputError(f"max_routing must be 'conserving' or 'gradient', got {max_routing!r}")
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:

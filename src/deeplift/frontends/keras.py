@@ -52,7 +52,7 @@ from ..graph import Model
 from ..layers import (ELU, GELU, SELU, Add, AvgPool, BatchNorm, Concat, Conv, Dense, Exp, Flatten,
                       Identity, Input, LeakyReLU, MaxPool, MaxReduce, Mul, Pad, Permute, PReLU,
                       Reduce, ReLU, Reshape, ScalarMul, Sigmoid, SiLU, Softmax, Softplus, Sub, Tanh)
-from ..layers import Clamp, Hardswish, Mish, Normalize, Softsign, ThresholdedReLU
+from ..layers import Clamp, Hardswish, MatMul, Mish, Normalize, Softsign, ThresholdedReLU
 from ..layers.base import Layer
 from .keras_format import KerasLayer, KerasModel, read_keras_config, read_keras_file
 from .keras_sequence import SEQUENCE_HANDLERS
@@ -598,6 +598,49 @@ class _Converter:
                          param("beta", "center"))
         return self._emit(norm, name, [x])
 
+    def multi_head_attention(self, layer, name, inputs):
+        """Keras ``MultiHeadAttention(query, value[, key])`` on (N, T, E) inputs: projections,
+        heads, ``softmax(q·kᵀ/sqrt(key_dim))·v`` (products by the Shapley rule), output projection."""
+        cfg = layer.config
+        if len(inputs) not in (2, 3):
+            raise UnsupportedLayerError(f"layer {layer.name!r} (MultiHeadAttention) with {len(inputs)} "
+                                        "inputs (an attention mask?) is not supported")
+        if cfg.get("use_gate") or cfg.get("sliding_window") or cfg.get("output_shape"):
+            raise UnsupportedLayerError(f"layer {layer.name!r} (MultiHeadAttention): use_gate, "
+                                        "sliding_window and output_shape are not supported")
+        query, value = inputs[0], inputs[1]
+        key = inputs[2] if len(inputs) == 3 else value
+        if len(self.shape(query)) != 2 or cfg.get("attention_axes") not in (None, [1], (1,)):
+            raise UnsupportedLayerError(f"layer {layer.name!r} (MultiHeadAttention) is supported on "
+                                        "(batch, length, features) inputs attending over the length")
+        w = _mha_weights(layer)
+        heads, key_dim = int(cfg["num_heads"]), int(cfg["key_dim"])
+
+        def project(x: str, sub: str) -> str:
+            kernel = np.asarray(w[f"{sub}/kernel"])  # (E, heads, dim)
+            bias = w.get(f"{sub}/bias")
+            dense = Dense(self._t(kernel.reshape(kernel.shape[0], -1).T),
+                          None if bias is None else self._t(np.asarray(bias).reshape(-1)))
+            h = self._emit(dense, f"{name}/{sub}", [x], auxiliary=True)
+            h = self._emit(Reshape([-1, heads, kernel.shape[-1]]), f"{name}/{sub}/heads", [h], auxiliary=True)
+            return self._emit(Permute((0, 2, 1, 3)), f"{name}/{sub}/first", [h], auxiliary=True)
+
+        q, k, v = project(query, "query_dense"), project(key, "key_dense"), project(value, "value_dense")
+        kt = self._emit(Permute((0, 1, 3, 2)), f"{name}/key_t", [k], auxiliary=True)
+        scores = self._emit(MatMul(), f"{name}/scores", [q, kt], auxiliary=True)
+        scale = torch.tensor(1.0 / np.sqrt(key_dim), dtype=self.dtype)
+        scores = self._emit(ScalarMul(scale), f"{name}/scaled", [scores], auxiliary=True)
+        probs = self._emit(Softmax(-1), f"{name}/weights", [scores], auxiliary=True)
+        out = self._emit(MatMul(), f"{name}/context", [probs, v], auxiliary=True)
+        out = self._emit(Permute((0, 2, 1, 3)), f"{name}/context_t", [out], auxiliary=True)
+        kernel = np.asarray(w["output_dense/kernel"])  # (heads, value_dim, E_out)
+        out = self._emit(Reshape([-1, kernel.shape[0] * kernel.shape[1]]), f"{name}/merged", [out],
+                         auxiliary=True)
+        bias = w.get("output_dense/bias")
+        dense = Dense(self._t(kernel.reshape(-1, kernel.shape[-1]).T),
+                      None if bias is None else self._t(np.asarray(bias)))
+        return self._emit(dense, name, [out])
+
     def activation(self, layer, name, inputs):
         x = self._one_input(layer, inputs)
         act = self._activation(layer.config.get("activation", "linear"), layer)
@@ -779,6 +822,27 @@ _ACTIVATIONS: dict[str, Callable[[], Layer]] = {
 }
 
 
+def _mha_weights(layer: KerasLayer) -> dict[str, Any]:
+    """MultiHeadAttention's variables by sub-layer: ``.keras`` files name them so already; ``.h5``
+    files list them as kernel, bias, kernel_1, bias_1, ... (query, key, value, output)."""
+    w = layer.weights
+    if "query_dense/kernel" in w:
+        return w
+    use_bias = layer.config.get("use_bias", True)
+    per = 2 if use_bias else 1
+    keys = sorted(w, key=lambda k: (int(k.rsplit("_", 1)[1]) if k[-1].isdigit() else 0, k != "kernel"))
+    subs = ("query_dense", "key_dense", "value_dense", "output_dense")
+    if len(keys) != per * len(subs):
+        raise ModelFormatError(f"layer {layer.name!r} (MultiHeadAttention) stores {len(keys)} variables; "
+                               f"expected {per * len(subs)}")
+    out = {}
+    for i, sub in enumerate(subs):
+        out[f"{sub}/kernel"] = w[keys[per * i]]
+        if use_bias:
+            out[f"{sub}/bias"] = w[keys[per * i + 1]]
+    return out
+
+
 def keras_relu(max_value: float | None, threshold: float, negative_slope: float) -> Layer:
     """Keras' ``ReLU(max_value, threshold, negative_slope)``: ``max_value`` from there on, ``x``
     from ``threshold`` on, ``negative_slope·(x − threshold)`` below it."""
@@ -797,6 +861,7 @@ _HANDLERS: dict[str, Callable[..., str]] = {
        for kind in ("Max", "Average") for n in (1, 2, 3)},
     "BatchNormalization": _Converter.batch_norm,
     "LayerNormalization": _Converter.layer_norm,
+    "MultiHeadAttention": _Converter.multi_head_attention,
     "Activation": _Converter.activation,
     "ReLU": _Converter.relu,
     "LeakyReLU": _Converter.leaky_relu,

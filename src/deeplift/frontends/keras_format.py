@@ -364,6 +364,24 @@ def _keras3_collect(model: dict, group: h5py.Group, prefix: str,
                 _read_var(vars_group[str(i)]) for i in range(len(vars_group))]
         names = _keras3_var_names(entry, len(arrays), source, prefix + name)
         out[prefix + name] = dict(zip(names, arrays))
+        if _entry_class(entry) == "MultiHeadAttention":  # its projections are sub-layers
+            out[prefix + name].update(_sublayer_vars(child, _MHA_SUBLAYERS))
+
+
+#: MultiHeadAttention's sub-layers, in the order its variables are created
+_MHA_SUBLAYERS = ("query_dense", "key_dense", "value_dense", "output_dense")
+
+
+def _sublayer_vars(group: h5py.Group, sublayers: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """``{"query_dense/kernel": ..., "query_dense/bias": ...}`` from a layer's sub-layer groups."""
+    out = {}
+    for sub in sublayers:
+        vars_group = group.get(f"{sub}/vars")
+        if vars_group is None:
+            continue
+        for i, key in zip(range(len(vars_group)), ("kernel", "bias")):
+            out[f"{sub}/{key}"] = _read_var(vars_group[str(i)])
+    return out
 
 
 #: recurrent layers keep their variables in their cell (Bidirectional: forward layer first)

@@ -30,7 +30,7 @@ from .torch_recurrent import RECURRENT_OPS, StackedStates, select_row
 from .torch_structure import (BROADCASTING, SHAPE_ONLY, STRUCTURE_OPS, BatchMoved, conv_transposed,
                               pending_use)
 from ..layers import (Abs, Einsum, Erf, Hardsigmoid, Hardswish, Log, Log1p, LogSumExp, MatMul, Mish,
-                      Normalize, Pow, Reciprocal, Rsqrt, ScalarPow, Sqrt)
+                      Normalize, PathIntegrated, Pow, Reciprocal, Rsqrt, ScalarPow, Sqrt)
 
 aten = torch.ops.aten
 
@@ -38,9 +38,10 @@ aten = torch.ops.aten
 class _Capture:
     """Walks an exported graph and builds layers; one instance per conversion."""
 
-    def __init__(self, ep: torch.export.ExportedProgram, batch_size: int) -> None:
+    def __init__(self, ep: torch.export.ExportedProgram, batch_size: int, unknown_ops: str = "error") -> None:
         self.ep = ep
         self.batch_size = batch_size
+        self.unknown_ops = _check_unknown_ops(unknown_ops)
         self.layers: list[Layer] = []
         self.names: set[str] = set()
         self.value: dict[str, Any] = {}     # node name -> layer name (batch-dependent) or a constant
@@ -257,6 +258,10 @@ class _Capture:
         if build is not None:  # the user's layer for an op of theirs (deeplift.rules.register_op)
             return self.add_user_layer(build, node, bound)
         rule = _rule_for(target)
+        if rule is None and self.unknown_ops == "integrated":
+            if deferred:
+                raise deferred[0].error
+            return _path_integrated(self, node, args, kwargs)
         if rule is None:
             raise UnsupportedLayerError(
                 f"op {_op_name(target)} ({_where(node)}) has no DeepLIFT rule; rewrite that part "
@@ -1146,30 +1151,179 @@ def _attention(c: _Capture, node, a) -> _LayerRef:
                                     f"({_where(node)}): q, k and v must have the same rank >= 3")
     if a.get("enable_gqa") and vals[0].shape[-3] != vals[1].shape[-3]:
         raise UnsupportedLayerError(f"grouped-query attention ({_where(node)}) has no rule yet")
-    ndim = vals[0].ndim
+    mask = a.get("attn_mask")
+    if c.is_layer(mask) and _val(node.args[3]).dtype == torch.bool:
+        raise UnsupportedLayerError(f"a boolean attention mask computed from the inputs ({_where(node)}) "
+                                    "has no rule")
+    return _attention_layers(c, node, c.as_layer(q, node), c.as_layer(k, node), c.as_layer(v, node),
+                             vals[0].shape, vals[1].shape, vals[0].dtype, mask, a.get("is_causal"),
+                             a.get("scale"))
+
+
+def _attention_layers(c: _Capture, node, q, k, v, q_shape, k_shape, dtype, mask, is_causal: bool,
+                      scale: float | None) -> _LayerRef:
+    """``softmax(q·kᵀ·scale + mask)·v`` for q (N, ..., L, E), k (N, ..., S, E), v (N, ..., S, Ev)."""
+    ndim = len(q_shape)
     dims = list(range(ndim))
     dims[-1], dims[-2] = dims[-2], dims[-1]
-    kt = c.add(Permute(dims), node, [c.as_layer(k, node)])
-    scores = c.add(MatMul(), node, [c.as_layer(q, node), kt])
-    scale = a.get("scale")
-    scale = 1.0 / math.sqrt(vals[0].shape[-1]) if scale is None else float(scale)
+    kt = c.add(Permute(dims), node, [k])
+    scores = c.add(MatMul(), node, [q, kt])
+    scale = 1.0 / math.sqrt(q_shape[-1]) if scale is None else float(scale)
     scores = c.add(ScalarMul(torch.tensor(scale, dtype=c.dtype)), node, [scores])
-    mask, lowest = a.get("attn_mask"), torch.finfo(vals[0].dtype).min
-    if a.get("is_causal"):
-        length, source = vals[0].shape[-2], vals[1].shape[-2]
-        mask = torch.ones(length, source, dtype=torch.bool).tril()
+    lowest = torch.finfo(dtype).min
+    if is_causal:
+        mask = torch.ones(q_shape[-2], k_shape[-2], dtype=torch.bool).tril()
     if mask is not None:
-        if c.is_layer(mask):
-            if _val(node.args[3]).dtype == torch.bool:
-                raise UnsupportedLayerError(f"a boolean attention mask computed from the inputs "
-                                            f"({_where(node)}) has no rule")
-        elif mask.dtype == torch.bool:
-            mask = torch.zeros(mask.shape, dtype=vals[0].dtype).masked_fill(~mask, lowest)
-        else:
-            mask = mask.to(vals[0].dtype).clamp(min=lowest)
+        if not c.is_layer(mask):
+            mask = (torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, lowest) if mask.dtype == torch.bool
+                    else mask.to(dtype).clamp(min=lowest))
         scores = c.add(Add(), node, [scores, c.as_layer(mask, node)])
     weights = c.add(Softmax(-1), node, [scores])
-    return c.add(MatMul(), node, [weights, c.as_layer(v, node)])
+    return c.add(MatMul(), node, [weights, v])
+
+
+def _multi_head_attention(c: _Capture, node, a) -> _LayerRef:
+    """``nn.MultiheadAttention`` (batch first), captured as one op by :func:`_attention_as_one_op`:
+    the input projections, heads, attention and output projection as layers."""
+    q_shape, k_shape = _val(node.args[0]).shape, _val(node.args[1]).shape
+    heads, dtype = int(a["num_heads"]), _val(node.args[0]).dtype
+
+    def project(x, w, b, length):
+        h = c.add(Dense(_need_constant(a[w], "the weight", node), _need_constant(a[b], "the bias", node)),
+                  node, [c.as_layer(x, node)])
+        e = a[w].shape[0]
+        h = c.add(Reshape([length, heads, e // heads]), node, [h])
+        return c.add(Permute([0, 2, 1, 3]), node, [h]), e
+
+    q, e = project(a["query"], "q_weight", "q_bias", q_shape[1])
+    k, _ = project(a["key"], "k_weight", "k_bias", k_shape[1])
+    v, ev = project(a["value"], "v_weight", "v_bias", k_shape[1])
+    head_q = (q_shape[0], heads, q_shape[1], e // heads)
+    head_k = (k_shape[0], heads, k_shape[1], e // heads)
+    out = _attention_layers(c, node, q, k, v, head_q, head_k, dtype, a.get("attn_mask"),
+                            bool(a.get("is_causal")), None)
+    out = c.add(Permute([0, 2, 1, 3]), node, [out])
+    out = c.add(Reshape([q_shape[1], ev]), node, [out])
+    return c.add(Dense(a["out_weight"], a.get("out_bias")), node, [out])
+
+
+def _check_unknown_ops(value: str) -> str:
+    if value not in ("error", "integrated"):
+        raise InputError(f"unknown_ops must be 'error' or 'integrated', got {value!r}")
+    return value
+
+
+class _Slot:
+    """Where a layer's value goes in the arguments of an op run by :class:`PathIntegrated`."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _path_integrated(c: _Capture, node, args: list, kwargs: dict) -> _LayerRef:
+    """An op without a rule as one node with path-integrated multipliers (``unknown_ops``)."""
+    val = node.meta.get("val")
+    if not isinstance(val, Tensor) or not val.is_floating_point():
+        raise UnsupportedLayerError(f"op {_op_name(node.target)} ({_where(node)}) has no DeepLIFT rule, and "
+                                    "unknown_ops='integrated' needs an op with one floating tensor output")
+    refs: list[_LayerRef] = []
+
+    def template(a):
+        if c.is_layer(a):
+            refs.append(a)
+            return _Slot(len(refs) - 1)
+        if isinstance(a, _BatchSize):
+            raise UnsupportedLayerError(f"op {_op_name(node.target)} ({_where(node)}) computes with the "
+                                        "batch size")
+        if isinstance(a, (list, tuple)):
+            return type(a)(template(x) for x in a)
+        return a
+
+    t_args, t_kwargs = template(list(args)), {k: template(v) for k, v in kwargs.items()}
+    target = node.target
+
+    def fill(a, values):
+        if isinstance(a, _Slot):
+            return values[a.index]
+        if isinstance(a, (list, tuple)):
+            return type(a)(fill(x, values) for x in a)
+        return a
+
+    def fn(*values):
+        return target(*fill(t_args, values), **{k: fill(v, values) for k, v in t_kwargs.items()})
+
+    return c.add(PathIntegrated(fn, op=_op_name(target)), node, refs)
+
+
+_MHA_OP: Any = None
+
+
+def _mha_op():
+    """``deeplift::multi_head_attention``, defined on first use (not on import)."""
+    global _MHA_OP
+    if _MHA_OP is None:
+        schema = ("(Tensor query, Tensor key, Tensor value, Tensor q_weight, Tensor k_weight, "
+                  "Tensor v_weight, Tensor? q_bias, Tensor? k_bias, Tensor? v_bias, Tensor out_weight, "
+                  "Tensor? out_bias, int num_heads, Tensor? attn_mask, bool is_causal) -> Tensor")
+
+        @torch.library.custom_op("deeplift::multi_head_attention", mutates_args=(), schema=schema)
+        def mha(query, key, value, q_weight, k_weight, v_weight, q_bias, k_bias, v_bias, out_weight,
+                out_bias, num_heads, attn_mask, is_causal):
+            import torch.nn.functional as F
+            n = query.shape[0]
+
+            def heads(x, w, b):
+                h = F.linear(x, w, b)
+                return h.view(n, x.shape[1], num_heads, -1).transpose(1, 2)
+            out = F.scaled_dot_product_attention(heads(query, q_weight, q_bias), heads(key, k_weight, k_bias),
+                                                 heads(value, v_weight, v_bias), attn_mask=attn_mask,
+                                                 is_causal=is_causal)
+            return F.linear(out.transpose(1, 2).reshape(n, query.shape[1], -1), out_weight, out_bias)
+
+        @mha.register_fake
+        def _(query, key, value, q_weight, k_weight, v_weight, q_bias, k_bias, v_bias, out_weight,
+              out_bias, num_heads, attn_mask, is_causal):
+            return query.new_empty((*query.shape[:-1], out_weight.shape[0]))
+
+        _MHA_OP = torch.ops.deeplift.multi_head_attention
+        _OPS[_MHA_OP] = _multi_head_attention
+    return _MHA_OP
+
+
+def _mha_forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                 average_attn_weights=True, is_causal=False):
+    """``nn.MultiheadAttention.forward`` as one op (its own forward moves the batch axis)."""
+    e = self.embed_dim
+    if self._qkv_same_embed_dim:
+        wq, wk, wv = self.in_proj_weight[:e], self.in_proj_weight[e:2 * e], self.in_proj_weight[2 * e:]
+    else:
+        wq, wk, wv = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+    b = self.in_proj_bias
+    bq, bk, bv = (None, None, None) if b is None else (b[:e], b[e:2 * e], b[2 * e:])
+    if attn_mask is not None and attn_mask.dtype == torch.bool:  # here True means "masked"
+        attn_mask = torch.zeros(attn_mask.shape, dtype=query.dtype).masked_fill(attn_mask, float("-inf"))
+    if attn_mask is not None:
+        is_causal = False  # a hint only, when a mask is given
+    out = _mha_op()(query, key, value, wq, wk, wv, bq, bk, bv, self.out_proj.weight, self.out_proj.bias,
+                    self.num_heads, attn_mask, bool(is_causal))
+    return out, None
+
+
+@contextlib.contextmanager
+def _attention_as_one_op(module: torch.nn.Module):
+    """While exporting, each batch-first ``nn.MultiheadAttention`` without key padding, bias_k/v or
+    zero attention runs as one op; the instances' own ``forward`` is restored afterwards."""
+    patched = []
+    for m in module.modules():
+        if (isinstance(m, torch.nn.MultiheadAttention) and m.batch_first and m.bias_k is None
+                and not m.add_zero_attn and "forward" not in vars(m)):
+            m.forward = _mha_forward.__get__(m)
+            patched.append(m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward
 
 
 _OPS.update({
@@ -1218,13 +1372,15 @@ def _example_tuple(example_inputs: Any) -> tuple[Tensor, ...]:
 
 
 def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = True,
-                   atol: float | None = None) -> Model:
+                   atol: float | None = None, unknown_ops: str = "error") -> Model:
     """Capture ``module`` (in eval mode) as a deeplift Model, from example inputs (N, ...).
 
     The batch axis is exported as dynamic so the model works for any batch size. With
     ``check`` the converted forward pass is compared with the module's on the examples and a
-    mismatch raises.
+    mismatch raises. ``unknown_ops="integrated"``: an op without a rule becomes a
+    :class:`~deeplift.layers.PathIntegrated` node (not exact; see its docstring) instead of an error.
     """
+    _check_unknown_ops(unknown_ops)
     if not isinstance(module, torch.nn.Module):
         raise InputError(f"convert() needs a torch.nn.Module, got {type(module).__name__}")
     examples = _example_tuple(example_inputs)
@@ -1254,8 +1410,9 @@ def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = T
             shapes = ", ".join(str(tuple(e.shape)) for e in examples)
             raise InputError(f"{type(module).__name__} fails on example inputs of shape {shapes}: "
                              f"{type(exc).__name__}: {exc}") from exc
-        ep = _export(module, examples)
-        model = _Capture(ep, batch).run()
+        with _attention_as_one_op(module):
+            ep = _export(module, examples)
+        model = _Capture(ep, batch, unknown_ops).run()
         if check:
             _check_forward(model, examples, expected, atol)
     return model
@@ -1310,19 +1467,19 @@ def _in_forward_order(module: torch.nn.Module, inputs: dict) -> tuple:
 _CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[Any, Model]]" = weakref.WeakKeyDictionary()
 
 
-def convert_cached(module: torch.nn.Module, inputs: Any) -> Model:
+def convert_cached(module: torch.nn.Module, inputs: Any, unknown_ops: str = "error") -> Model:
     """Convert once per module and weights version (``attribute`` accepts modules directly)."""
     examples = _example_tuple(inputs if not isinstance(inputs, dict) else tuple(inputs.values()))
     key = (tuple((n, t.data_ptr(), t._version, t.dtype, t.device) for n, t in
                  list(module.named_parameters()) + list(module.named_buffers())),
-           tuple(tuple(e.shape[1:]) for e in examples))  # a new example shape converts again
+           tuple(tuple(e.shape[1:]) for e in examples), unknown_ops)  # a new example shape converts again
     hit = _CACHE.get(module)
     if hit is not None and hit[0] == key:
         return hit[1]
     examples = inputs if not isinstance(inputs, dict) else _in_forward_order(module, inputs)
     examples = _example_tuple(examples)
     examples = tuple(e[:2] for e in examples)
-    model = convert_module(module, examples)
+    model = convert_module(module, examples, unknown_ops=unknown_ops)
     _CACHE[module] = (key, model)
     return model
 

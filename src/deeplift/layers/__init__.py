@@ -7,6 +7,7 @@ from .elementwise import (Abs, Erf, Hardsigmoid, Hardswish, Log, Log1p, LogSumEx
                           Rsqrt, ScalarPow, Softsign, Sqrt, ThresholdedReLU)
 from .linear import AdaptiveAvgPool, AvgPool, BatchNorm, Conv, Dense, Reduce, ScalarMul
 from .merge import Add, Concat, Mul, Sub
+from .integrated import PathIntegrated
 from .norms import Normalize
 from .pooling import MaxPool, MaxReduce
 from .products import Einsum, MatMul, Product
@@ -21,7 +22,7 @@ __all__ = [
     # products of two activations, normalisations, more elementwise ops (issue 9)
     "Abs", "Einsum", "Erf", "Hardsigmoid", "Hardswish", "Log", "Log1p", "LogSumExp", "MatMul", "Mish",
     "Normalize", "Pow", "Product", "Reciprocal", "Rsqrt", "ScalarPow", "Softsign", "Sqrt",
-    "ThresholdedReLU",
+    "ThresholdedReLU", "PathIntegrated",
 ]
 
 # The original DeepLIFT's (v0.6.13) names — its enums, its original-signature layers (TF layout) and
