@@ -399,7 +399,7 @@ def test_masked_fill_with_minus_infinity_before_a_softmax_sums_to_delta():
     check_exact(Masked(), _randn(3, 4))
 
 
-def test_a_reshape_folding_other_axes_into_the_batch_axis_is_refused_at_conversion():
+def test_an_op_without_a_rule_on_axes_folded_into_the_batch_axis_is_refused_at_conversion():
     class Windows(nn.Module):  # Swin's window partition: view(-1, window, C)
         def __init__(self) -> None:
             super().__init__()
@@ -409,5 +409,33 @@ def test_a_reshape_folding_other_axes_into_the_batch_axis_is_refused_at_conversi
             w = self.proj(x).view(-1, 3, 4)
             return w.sum((1, 2)).view(x.shape[0], 2)
 
-    with pytest.raises(deeplift.UnsupportedLayerError, match="folds other axes into the batch"):
+    with pytest.raises(deeplift.UnsupportedLayerError, match="folded into the batch axis"):
         deeplift.convert(Windows().double(), _randn(3, 6, 4))
+
+
+class _WindowAttention(nn.Module):
+    """Swin's window attention: windows folded into the batch axis (``view(-1, ws·ws, C)``),
+    heads split with ``permute(2, 0, 3, 1, 4)`` + ``unbind(0)``, a per-window mask added after
+    ``view(-1, nW, heads, N, N)``, and the windows unfolded again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj, self.out = nn.Linear(4, 12), nn.Linear(4, 4), nn.Linear(4, 2)
+        self.register_buffer("mask", torch.randn(4, 4, 4) * 0.5)  # (nW, N, N)
+
+    def forward(self, x):  # (N, 4, 4, 4): a 4x4 grid of 4 channels, 2x2 windows
+        b = x.shape[0]
+        w = x.view(b, 2, 2, 2, 2, 4).permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, 4, 4)
+        qkv = self.qkv(w).reshape(w.shape[0], 4, 3, 2, 2).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = (q * 0.5) @ k.transpose(-2, -1)
+        attn = attn.view(-1, 4, 2, 4, 4) + self.mask.unsqueeze(1).unsqueeze(0)
+        attn = torch.softmax(attn.view(-1, 2, 4, 4), -1)
+        h = self.proj((attn @ v).transpose(1, 2).reshape(w.shape[0], 4, -1))
+        h = h.view(-1, 2, 2, 2, 2, 4).permute(0, 1, 3, 2, 4, 5).contiguous().view(b, 4, 4, 4)
+        return self.out(h.mean((1, 2)))
+
+
+def test_window_attention_folding_windows_into_the_batch_axis_converts_exactly():
+    torch.manual_seed(0)
+    check_exact(_WindowAttention(), _randn(3, 4, 4, 4))

@@ -27,8 +27,8 @@ from ..layers import (ELU, GELU, SELU, AdaptiveAvgPool, Add, AvgPool, BatchNorm,
                       Select, Sigmoid, SiLU, Slice, Softmax, Softplus, Squeeze, Sub, Tanh, Unsqueeze)
 from ..layers.structure import BatchConstant
 from .torch_recurrent import RECURRENT_OPS, StackedStates, select_row
-from .torch_structure import (BROADCASTING, SHAPE_ONLY, STRUCTURE_OPS, BatchMoved, conv_transposed,
-                              pending_use)
+from .torch_structure import (BROADCASTING, SHAPE_ONLY, STRUCTURE_OPS, BatchMoved, Folded, conv_transposed,
+                              fold_use, fold_view, pending_use)
 from ..layers import (Abs, Einsum, Erf, Hardsigmoid, Hardswish, Log, Log1p, LogSumExp, MatMul, Mish,
                       Normalize, PathIntegrated, Pow, Reciprocal, Rsqrt, ScalarPow, Sqrt)
 
@@ -99,6 +99,22 @@ class _Capture:
             except Exception:  # noqa: BLE001 - not computable from the batch size alone
                 return None
         return v if isinstance(v, Tensor) else None
+
+    def batch_multiple(self, v: Any) -> int | None:
+        """``k`` when ``v`` is ``k`` times the batch size (``x.shape[0]``, ``16 * x.shape[0]``)."""
+        if isinstance(v, _BatchSize):
+            return 1
+        if isinstance(v, _BatchDependent):
+            try:
+                one, three = v.at(1), v.at(3)
+            except Exception:  # noqa: BLE001 - not a function of the batch size alone
+                return None
+            if isinstance(one, int) and isinstance(three, int) and three == 3 * one and one > 0:
+                return one
+        return None
+
+    def bind(self, target: Any, args: list, kwargs: dict) -> dict:
+        return _bind(target, args, kwargs)
 
     def batch_constant(self, v: "_BatchDependent", node: torch.fx.Node) -> "_LayerRef":
         """A layer for a constant that repeats one value for every example (its batch size comes
@@ -225,6 +241,9 @@ class _Capture:
         moved = [a for a in flat if isinstance(a, BatchMoved)]
         if moved:  # q, k, v = qkv.permute(2, 0, ...).unbind(0)
             return pending_use(self, node, moved[0], target, _bind(target, args, kwargs))
+        folded = [a for a in flat if isinstance(a, Folded)]
+        if folded:  # windows folded into the batch axis
+            return fold_use(self, node, folded[0], target, args, kwargs, _rule_for)
         stacked = [a for a in flat if isinstance(a, StackedStates)]
         if stacked:  # h_n[i] of a recurrent layer
             dim = 0 if target is operator.getitem else _bind(target, args, kwargs).get("dim", -1)
@@ -248,7 +267,8 @@ class _Capture:
                 dependent = _BatchDependent(exc, target, args, kwargs)
                 same = dependent.batch_free()
                 return dependent if same is None else same
-        if deferred and _overload_packet(target) not in RECURRENT_OPS:
+        if deferred and _overload_packet(target) not in RECURRENT_OPS and _overload_packet(target) not in (
+                aten.view, aten.reshape, aten._unsafe_view):
             # a constant that repeats per example, used by an op with a rule (recurrent layers
             # read their zero initial state themselves)
             broadcast = _overload_packet(target) in BROADCASTING
@@ -785,16 +805,13 @@ def _batch_shape(c: _Capture, node, shape) -> list[int]:
     rest = shape[1:]
     if any(isinstance(s, _BatchSize) for s in rest):
         raise UnsupportedLayerError(f"reshape to {shape} ({_where(node)}) uses the batch size in a non-batch axis")
-    rest = [int(s) for s in rest]
-    val = node.args[0].meta.get("val") if node.args and isinstance(node.args[0], torch.fx.Node) else None
-    if first == -1 and val is not None and -1 not in rest and math.prod(rest) != math.prod(val.shape[1:]):
-        # e.g. Swin's window partition, view(-1, ws*ws, C): the -1 folds other axes into the batch
-        raise UnsupportedLayerError(f"reshape to {shape} ({_where(node)}) folds other axes into the batch "
-                                    "axis (e.g. windows of window attention), which mixes examples' layout")
-    return rest
+    return [int(s) for s in rest]
 
 
 def _view(c: _Capture, node, a):
+    folded = fold_view(c, node, a)  # issue 9: window attention folds windows into the batch axis
+    if folded is not None:
+        return folded
     return c.add(Reshape(_batch_shape(c, node, a.get("size", a.get("shape")))), node, [a["self"]])
 
 

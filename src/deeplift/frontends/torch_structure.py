@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -36,8 +38,9 @@ class BatchMoved:
     ``unbind(0)`` / ``[i]``, after which the batch axis is first again. Only such whole-row
     selections along the new leading axis are accepted."""
 
-    def __init__(self, source, dims: tuple[int, ...]) -> None:
+    def __init__(self, source, dims: tuple[int, ...], fold: int = 0) -> None:
         self.source, self.dims = source, dims
+        self.fold = fold  # > 0: the source is a folded value's layer (see Folded)
 
     def row(self, c, node, index: int):
         """``permuted[index]`` = ``x.select(dims[0], index)`` permuted by the remaining dims."""
@@ -49,7 +52,7 @@ class BatchMoved:
         out = c.add(Select(axis, int(index)), node, [self.source], suffix=f"row{index}")
         if rest != sorted(rest):
             out = c.add(Permute(rest), node, [out])
-        return out
+        return Folded(out, self.fold) if self.fold else out
 
 
 def moved(c, node, source, dims: tuple[int, ...]):
@@ -83,6 +86,95 @@ def pending_use(c, node, value, target, bound: dict):
                                 "(unbind(0), x[i]) bring the batch axis back to the front")
 
 
+class Folded:
+    """A value the model computes as ``(B·F, *rest)`` — other axes folded into the batch axis, as
+    window attention does (Swin's ``view(-1, ws·ws, C)``) — kept as a layer of shape
+    ``(B, F, *rest)``, so the batch axis stays first. Ops on trailing axes apply to that layer
+    unchanged; reshapes move between folds; permutes translate their axes."""
+
+    def __init__(self, ref, fold: int) -> None:
+        self.ref, self.fold = ref, int(fold)
+
+
+#: ops that act on trailing axes only, treating every leading axis as a batch axis
+TRAILING = {aten.linear, aten.dropout, aten.gelu, aten.relu, aten.silu, aten.sigmoid, aten.tanh,
+            aten.mul, aten.div, aten.add, aten.sub, aten.matmul, aten.layer_norm, aten.contiguous,
+            aten.clone, aten.alias, aten.softmax, aten._softmax, aten.log_softmax}
+
+
+def _rest(node_arg) -> tuple[int, ...]:
+    return tuple(int(s) for s in node_arg.meta["val"].shape[1:])
+
+
+def fold_reshape(c, node, source, fold: int, in_rest: tuple[int, ...], shape: list):
+    """``reshape`` of a value (folded ``fold`` times; 1: a plain layer) to ``shape``, whose first
+    entry is -1 or a multiple of the batch size: a layer, or a :class:`Folded` value."""
+    first, rest = shape[0], list(shape[1:])
+    if any(not isinstance(s, int) for s in rest):
+        raise UnsupportedLayerError(f"reshape to {shape} ({c.where(node)}) uses the batch size in a non-batch axis")
+    total = fold * math.prod(in_rest)  # elements per example
+    multiple = None if first == -1 else c.batch_multiple(first)
+    if first != -1 and multiple is None:
+        raise UnsupportedLayerError(f"reshape to {shape} ({c.where(node)}) does not keep the batch axis first")
+    if -1 in rest:
+        if multiple is None:
+            raise UnsupportedLayerError(f"reshape to {shape} ({c.where(node)}) leaves two sizes open")
+        rest[rest.index(-1)] = total // (multiple * math.prod(s for s in rest if s != -1))
+    new_fold = total // max(math.prod(rest), 1)
+    if new_fold * math.prod(rest) != total or (multiple is not None and new_fold != multiple):
+        raise UnsupportedLayerError(f"reshape to {shape} ({c.where(node)}) does not keep whole examples")
+    out = c.add(Reshape((new_fold, *rest) if new_fold > 1 else rest), node, [source])
+    return Folded(out, new_fold) if new_fold > 1 else out
+
+
+def fold_use(c, node, value: Folded, target, args: list, kwargs: dict, rule_for):
+    """An op reading a :class:`Folded` value."""
+    packet = getattr(target, "overloadpacket", target)
+    if packet in (aten.view, aten.reshape, aten._unsafe_view):
+        shape = list(kwargs.get("size", kwargs.get("shape", args[1] if len(args) > 1 else None)))
+        return fold_reshape(c, node, value.ref, value.fold, _rest(node.args[0]), shape)
+    if packet in (aten.permute, aten.transpose):
+        bound = {"self": value, **({"dims": args[1]} if packet is aten.permute else
+                                   {"dim0": args[1], "dim1": args[2]})}
+        dims = _permute_dims(node, bound)
+        actual = []
+        for d in dims:
+            actual += [0, 1] if d == 0 else [d + 1]
+        actual = tuple(actual)
+        if actual[:2] == (0, 1):
+            out = moved(c, node, value.ref, actual)
+            return Folded(out, value.fold)
+        if actual.index(1) != actual.index(0) + 1:
+            raise UnsupportedLayerError(f"permute {list(dims)} ({c.where(node)}) splits folded axes")
+        return BatchMoved(value.ref, actual, fold=value.fold)
+    if packet is aten.slice and (args[1] if len(args) > 1 else 0) == 0:
+        return value
+    if packet in TRAILING:
+        folds = {a.fold for a in _flat(args) + _flat(list(kwargs.values())) if isinstance(a, Folded)}
+        if len(folds) != 1:
+            raise UnsupportedLayerError(f"{packet} ({c.where(node)}) of values folded differently")
+        for a in _flat(args) + _flat(list(kwargs.values())):
+            if isinstance(a, Tensor) and a.ndim >= _rest(node.args[0]).__len__() + 1 and a.shape[0] != 1:
+                raise UnsupportedLayerError(f"{packet} ({c.where(node)}) broadcasts a constant over "
+                                            "the axes folded into the batch axis")
+        if packet in (aten.softmax, aten._softmax, aten.log_softmax) and int(args[1]) >= 0:
+            args = [args[0], int(args[1]) + 1, *args[2:]]
+        unfold = lambda v: v.ref if isinstance(v, Folded) else (  # noqa: E731
+            type(v)(unfold(x) for x in v) if isinstance(v, (list, tuple)) else v)
+        rule = rule_for(target)
+        out = rule(c, node, c.bind(target, [unfold(a) for a in args], {k: unfold(v) for k, v in kwargs.items()}))
+        return Folded(out, folds.pop())
+    raise UnsupportedLayerError(f"{packet} ({c.where(node)}) on a value with other axes folded into "
+                                "the batch axis (window attention) has no rule")
+
+
+def _flat(v: list) -> list:
+    out = []
+    for a in v:
+        out.extend(_flat(list(a)) if isinstance(a, (list, tuple)) else [a])
+    return out
+
+
 def value_length(node) -> int:
     return int(node.args[0].meta["val"].shape[0])
 
@@ -100,6 +192,18 @@ def _permute_dims(node, a) -> tuple[int, ...]:
 def _permute(c, node, a):
     """``permute``/``transpose``; one that moves the batch axis stays pending (:class:`BatchMoved`)."""
     return moved(c, node, a["self"], _permute_dims(node, a))
+
+
+def fold_view(c, node, a):
+    """``view``/``reshape`` that folds other axes into the batch axis (``view(-1, ws·ws, C)`` of
+    window attention) as a :class:`Folded` value; None for a plain reshape of the example."""
+    shape = list(a.get("size", a.get("shape")))
+    first = shape[0] if shape else None
+    in_rest = _rest(node.args[0])
+    plain_rest = all(isinstance(s, int) for s in shape[1:]) and -1 not in shape[1:]
+    folds = (not isinstance(first, int) and c.batch_multiple(first) not in (None, 1)) or (
+        first == -1 and plain_rest and math.prod(shape[1:]) != math.prod(in_rest))
+    return fold_reshape(c, node, a["self"], 1, in_rest, shape) if folds else None
 
 
 def _roll(c, node, a):
