@@ -46,8 +46,9 @@ class PassState:
 
     def __init__(self, model: Model, x_values: dict[str, Tensor], r_values: dict[str, Tensor] | None,
                  x_idx: Tensor | None, r_idx: Tensor | None, rule_for: Callable[[Layer], str],
-                 options: RuleOptions) -> None:
+                 options: RuleOptions, forward_memos: dict[str, object] | None = None) -> None:
         self.model = model
+        self.forward_memos = forward_memos or {}
         self.x_values = x_values
         self.r_values = r_values
         self.x_idx = _simplify_index(x_idx)
@@ -120,6 +121,10 @@ class PassState:
     def rule(self, layer: Layer) -> str:
         return self._rule_for(layer)
 
+    def forward_memo(self, name: str) -> object | None:
+        """What the layer's forward kept for this pass (rows: the examples', then any references')."""
+        return self.forward_memos.get(name)
+
     def cached(self, layer: Layer, key: str, compute: Callable[[], object]):
         """Per-layer memo for rule state shared by ``split`` and ``backward`` (e.g. rescale factors)."""
         k = (layer.name, key)
@@ -157,11 +162,12 @@ def _add(a: Multipliers | None, b: Multipliers) -> Multipliers:
     return ap + bp, (ap if an is None else an) + (bp if bn is None else bn)
 
 
-def forward_together(model: Model, xs: Sequence[Tensor], rs: Sequence[Tensor], needed: Iterable[str]
+def forward_together(model: Model, xs: Sequence[Tensor], rs: Sequence[Tensor], needed: Iterable[str],
+                     memos: dict[str, object] | None = None
                      ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """One forward over ``cat([x, r])``; returns the x and r halves of every value (views)."""
     n = xs[0].shape[0]
-    values = model.forward_all([torch.cat([x, r]) for x, r in zip(xs, rs)], needed)
+    values = model.forward_all([torch.cat([x, r]) for x, r in zip(xs, rs)], needed, memos)
     x_values, r_values = {}, {}
     for name, v in values.items():
         if isinstance(model.layers[name], Constant):
@@ -300,10 +306,12 @@ class PairRunner:
             return self._integrated_gradients(xs, refs, ex, rf, steps)
         uniq_ex, x_idx = torch.unique(ex, return_inverse=True)
         x_batch = [x.index_select(0, uniq_ex) for x in xs]
+        memos: dict[str, object] = {}  # this batch's own: the model is shared between threads
         if not self.method.uses_reference:
             with torch.no_grad():
-                x_values = self.model.forward_all(x_batch, self.needed)
-            state = PassState(self.model, x_values, None, x_idx, None, self.rule_for, self.options)
+                x_values = self.model.forward_all(x_batch, self.needed, memos)
+            state = PassState(self.model, x_values, None, x_idx, None, self.rule_for, self.options,
+                              memos)
             ms = self._backward(state, len(ex))
             out = []
             for name, (mp, mn) in zip(self.score_names, ms):
@@ -312,12 +320,13 @@ class PairRunner:
             return out, None
         if self.shared_r_values is not None:
             with torch.no_grad():
-                x_values = self.model.forward_all(x_batch, self.needed)
+                x_values = self.model.forward_all(x_batch, self.needed, memos)
             r_values, r_idx = self.shared_r_values, rf
         else:
             r_rows, r_idx = self._reference_rows(refs, ex, rf)
-            x_values, r_values = forward_together(self.model, x_batch, r_rows, self.needed)
-        state = PassState(self.model, x_values, r_values, x_idx, r_idx, self.rule_for, self.options)
+            x_values, r_values = forward_together(self.model, x_batch, r_rows, self.needed, memos)
+        state = PassState(self.model, x_values, r_values, x_idx, r_idx, self.rule_for, self.options,
+                          memos)
         ms = self._backward(state, len(ex))
         out = []
         for name, m in zip(self.score_names, ms):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import threading
 from collections import Counter
 from typing import Iterable, Sequence
 
@@ -11,6 +12,9 @@ from torch import Tensor
 
 from .errors import InputError
 from .layers.base import Constant, Input, Layer
+
+#: guards ``Model.rows_forwarded`` (a counter shared by every thread scoring the model)
+_ROWS_LOCK = threading.Lock()
 
 
 class Model:
@@ -134,18 +138,29 @@ class Model:
         return self
 
     # -- forward ----------------------------------------------------------------------------------
-    def forward_all(self, inputs: Sequence[Tensor], needed: Iterable[str] | None = None) -> dict[str, Tensor]:
-        """Run the forward functions; ``inputs`` in ``input_names`` order; returns every value."""
+    def forward_all(self, inputs: Sequence[Tensor], needed: Iterable[str] | None = None,
+                    memos: dict[str, object] | None = None) -> dict[str, Tensor]:
+        """Run the forward functions; ``inputs`` in ``input_names`` order; returns every value.
+
+        ``memos``: a dict owned by the caller's pass that receives what layers can reuse from this
+        forward (see ``Layer.forward_with_memo``)."""
         wanted = self.ancestors(needed) if needed is not None else set(self.layers)
         values: dict[str, Tensor] = dict(zip(self.input_names, inputs))
         if inputs:
-            self.rows_forwarded += int(inputs[0].shape[0])
+            with _ROWS_LOCK:  # one model may be scored from several threads
+                self.rows_forwarded += int(inputs[0].shape[0])
         for name, layer in self.layers.items():
             if name in values or name not in wanted:
                 continue
             if isinstance(layer, Input):
                 raise InputError(f"no value was given for input layer {name!r}")
-            values[name] = layer.forward(*[values[i] for i in layer.inputs])
+            args = [values[i] for i in layer.inputs]
+            if memos is None:
+                values[name] = layer.forward(*args)
+            else:
+                values[name], memo = layer.forward_with_memo(*args)
+                if memo is not None:
+                    memos[name] = memo
         return values
 
     def __call__(self, *inputs) -> "Tensor | tuple[Tensor, ...]":

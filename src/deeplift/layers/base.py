@@ -85,6 +85,12 @@ class Layer:
     def forward(self, *inputs: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def forward_with_memo(self, *inputs: Tensor) -> tuple[Tensor, object | None]:
+        """``forward`` plus what the rules can reuse from it (e.g. max-pool argmax indices), or
+        None. The engine keeps the memo with the pass: layers are shared by concurrent calls and
+        hold no per-call state."""
+        return self.forward(*inputs), None
+
     def split(self, state: "PassState") -> Split:
         raise NotImplementedError(f"{type(self).__name__} has no split rule")
 
