@@ -276,7 +276,7 @@ class PairRunner:
         deltas = torch.zeros((n, n_refs, t), dtype=xs[0].dtype, device=xs[0].device)
         n_pairs = n * n_refs
         per_batch = batch_size
-        if self.method.output == "integrated_gradients":
+        if self.method.output == "integrated_gradients":  # batch_size counts interpolation points
             per_batch = max(1, batch_size // steps)
         batches = range(0, n_pairs, per_batch)
         self.shared_r_values = None
@@ -388,29 +388,37 @@ class PairRunner:
         return total - target_delta, target_delta
 
     def _integrated_gradients(self, xs, refs, ex: Tensor, rf: Tensor, steps: int):
-        """Midpoint Riemann sum of the gradient along the straight path, all steps in one batch."""
+        """Midpoint Riemann sum of the gradient along the straight path from each pair's reference
+        to its example. The interpolation points of every pair go forward and backward together,
+        ``batch_size`` points at a time (whole chunks of steps), so memory is bounded by
+        ``batch_size`` whatever ``steps`` is; the sum accumulates over the chunks."""
         n_pairs = len(ex)
         rows = self._reference_rows(refs, ex, rf)
         r_pairs = rows[0] if rows[1] is None else [r.index_select(0, rows[1]) for r in rows[0]]
         x_pairs = [x.index_select(0, ex) for x in xs]
-        alphas = (torch.arange(steps, dtype=xs[0].dtype, device=xs[0].device) + 0.5) / steps
-        points = []
-        for x, r in zip(x_pairs, r_pairs):
-            a = alphas.reshape(steps, 1, *([1] * (x.ndim - 1)))
-            points.append((r.unsqueeze(0) + a * (x - r).unsqueeze(0)).reshape(steps * n_pairs, *x.shape[1:]))
-        with torch.no_grad():
-            values = self.model.forward_all(points, self.needed)
-        state = PassState(self.model, values, None, None, None, self.rule_for, self.options)
-        ms = self._backward(state, steps * n_pairs)
-        out = []
-        for name, (mp, _), x, r in zip(self.score_names, ms, x_pairs, r_pairs):
-            mean_grad = mp.reshape(mp.shape[0], steps, n_pairs, *mp.shape[2:]).mean(1)
-            out.append(mean_grad * (x - r))
+        diffs = [x - r for x, r in zip(x_pairs, r_pairs)]
+        per_chunk = max(1, self.batch_size // n_pairs)  # steps per forward pass
+        grad_sums: list[Tensor | None] = [None] * len(self.score_names)
+        for first in range(0, steps, per_chunk):
+            k = min(per_chunk, steps - first)
+            alphas = (torch.arange(first, first + k, dtype=xs[0].dtype, device=xs[0].device) + 0.5) / steps
+            points = []
+            for d, r in zip(diffs, r_pairs):
+                a = alphas.reshape(k, 1, *([1] * (d.ndim - 1)))
+                points.append(torch.addcmul(r.unsqueeze(0), a, d.unsqueeze(0)).reshape(k * n_pairs, *d.shape[1:]))
+            memos: dict[str, object] = {}
+            values = self.model.forward_all(points, self.needed, memos)
+            state = PassState(self.model, values, None, None, None, self.rule_for, self.options, memos)
+            for i, (mp, _) in enumerate(self._backward(state, k * n_pairs)):
+                chunk_sum = mp.reshape(mp.shape[0], k, n_pairs, *mp.shape[2:]).sum(1)
+                grad_sums[i] = chunk_sum if grad_sums[i] is None else grad_sums[i].add_(chunk_sum)
+            del values, state, points
+        out = [g.mul_(d / steps) for g, d in zip(grad_sums, diffs)]
         delta = None
         if self.return_delta:
-            with torch.no_grad():
-                fx = self.model.forward_all(x_pairs, [self.spec.layer])[self.spec.layer].reshape(n_pairs, -1)
-                fr = self.model.forward_all(r_pairs, [self.spec.layer])[self.spec.layer].reshape(n_pairs, -1)
+            x_values, r_values = forward_together(self.model, x_pairs, r_pairs, [self.spec.layer])
+            fx = x_values[self.spec.layer].reshape(n_pairs, -1)
+            fr = r_values[self.spec.layer].reshape(n_pairs, -1)
             seeds = target_seeds(self.spec, n_pairs, (self.spec.n_features,), fx.dtype, fx.device)
             total = sum(c.flatten(2).sum(2) for c in out)
             delta = total - (seeds * (fx - fr)).sum(-1)
