@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .conservation import warn_if_not_conserved
 from .engine import PairRunner, RuleOptions, TargetSpec
-from .errors import InputError, SummationToDeltaWarning
+from .errors import InputError
 from .genomics import one_hot_axis
 from .graph import Model
 from .layers.activations import LogSoftmax, Sigmoid, Softmax
 from .layers.base import Input
 from .methods import get_method, rule_resolver
+from .precision import rules_model
 
 # ---------------------------------------------------------------------------------------------
 # inputs
@@ -300,7 +301,7 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
     input layer (a tuple when the model has several), and the delta when asked for.
     """
     m = get_method(method)
-    model = as_model(model, inputs)
+    model = rules_model(as_model(model, inputs))  # float16/bfloat16 models: a float32 copy
     if max_routing not in ("conserving", "gradient"):
         raise InputError(f"max_routing must be 'conserving' or 'gradient', got {max_routing!r}")
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
@@ -356,19 +357,7 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
 
 
 def _warn_if_not_conserved(runner: "PairRunner", dtype: torch.dtype, max_routing: str) -> None:
-    if runner.worst_delta is None:
-        return
-    rel, n, r, t = runner.worst_delta
-    tolerance = torch.finfo(dtype).eps ** 0.5
-    if rel <= tolerance:
-        return
-    hint = ("max_routing='gradient' (the original library's max pooling) does not conserve it with "
-            "a non-constant reference; the default 'conserving' does" if max_routing == "gradient"
-            else "please report this with the model")
-    warnings.warn(SummationToDeltaWarning(
-        f"contributions do not sum to the target's difference from the reference: error "
-        f"{rel:.3g}·(1 + |Δ|) for example {n}, reference {r}, target {t} (float rounding would "
-        f"stay below {tolerance:.1g}); {hint}"), stacklevel=3)
+    warn_if_not_conserved(runner.worst_delta, max_routing)
 
 
 def _to_user(t: Tensor, to_numpy: bool, device: torch.device | None):

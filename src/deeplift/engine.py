@@ -20,6 +20,7 @@ from torch import Tensor
 from .genomics import one_hot_axis
 from .graph import Model
 from .layers.base import Constant, Input, Layer, Multipliers, Split
+from .conservation import WorstError, worst_of
 from .methods import Method
 
 
@@ -263,7 +264,7 @@ class PairRunner:
         self.hypothetical, self.return_delta = hypothetical, return_delta
         # summation-to-delta is checked on every run of a DeepLIFT method scored at the inputs
         self.check_delta = method.sums_to_delta and set(score_names) == set(model.input_names)
-        self.worst_delta: tuple[float, int, int, int] | None = None  # (relative error, n, r, t)
+        self.worst_delta: WorstError | None = None  # the largest error in units of rounding
         self.needed = [spec.layer, *score_names]
 
     def run(self, xs: list[Tensor], refs: list[Tensor] | None, n_refs: int, batch_size: int,
@@ -338,17 +339,16 @@ class PairRunner:
         if self.return_delta or self.check_delta:
             contribs = out if not self.hypothetical else [
                 contributions(state, n, m) for n, m in zip(self.score_names, ms)]
-            delta, target_delta = self._delta_error(state, contribs)
-            self._note_worst(delta, target_delta, ex, rf)
+            delta, target_delta, magnitude = self._delta_error(state, contribs)
+            self._note_worst(delta, target_delta, magnitude, ex, rf)
         return out, delta
 
-    def _note_worst(self, delta: Tensor, target_delta: Tensor, ex: Tensor, rf: Tensor) -> None:
-        """Keep the largest summation-to-delta error relative to 1 + |Δtarget| (T, P)."""
-        rel = delta.abs() / (1 + target_delta.abs())
-        value, flat = rel.flatten().max(0)
-        if self.worst_delta is None or value.item() > self.worst_delta[0]:
-            t, p = divmod(int(flat), rel.shape[1])
-            self.worst_delta = (value.item(), int(ex[p]), int(rf[p]), self.spec.indices[t])
+    def _note_worst(self, delta: Tensor, target_delta: Tensor, magnitude: Tensor, ex: Tensor,
+                    rf: Tensor) -> None:
+        """Keep the summation-to-delta error (T, P) that is the largest multiple of rounding."""
+        worst = worst_of(delta, target_delta, magnitude, delta.dtype, ex, rf, self.spec.indices)
+        if self.worst_delta is None or worst.ratio > self.worst_delta.ratio:
+            self.worst_delta = worst
 
     def _reference_rows(self, refs: list[Tensor], ex: Tensor, rf: Tensor):
         """Distinct reference rows of this batch and each pair's index into them."""
@@ -378,14 +378,17 @@ class PairRunner:
         axis = one_hot_axis(ref) + 1  # multipliers carry a leading target axis
         return mult - (ref * mult).sum(axis, keepdim=True)
 
-    def _delta_error(self, state: PassState, contribs: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """(Σ contributions − seed·Δtarget, seed·Δtarget), per (target, pair)."""
+    def _delta_error(self, state: PassState, contribs: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """(Σ contributions − seed·Δtarget, seed·Δtarget, the magnitude rounding acts on:
+        Σ|contributions| + |seed|·(|target(x)| + |target(r)|)), per (target, pair)."""
         total = sum(c.flatten(2).sum(2) for c in contribs)
         d_target = state.delta(self.spec.layer).reshape(-1, self.spec.n_features)  # (P, K); also for (P,) outputs
         seeds = target_seeds(self.spec, d_target.shape[0], (self.spec.n_features,), d_target.dtype,
                              d_target.device)
         target_delta = (seeds * d_target).sum(-1)
-        return total - target_delta, target_delta
+        size = (state.x(self.spec.layer).abs() + state.r(self.spec.layer).abs()).reshape(d_target.shape)
+        magnitude = sum(c.abs().flatten(2).sum(2) for c in contribs) + (seeds.abs() * size).sum(-1)
+        return total - target_delta, target_delta, magnitude
 
     def _integrated_gradients(self, xs, refs, ex: Tensor, rf: Tensor, steps: int):
         """Midpoint Riemann sum of the gradient along the straight path from each pair's reference
