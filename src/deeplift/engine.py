@@ -123,8 +123,12 @@ class PassState:
         return self._rule_for(layer)
 
     def forward_memo(self, name: str) -> object | None:
-        """What the layer's forward kept for this pass (rows: the examples', then any references')."""
-        return self.forward_memos.get(name)
+        """What the layer's forward kept for this pass, for the examples' forward rows (a forward
+        over examples and references together has the examples' rows first)."""
+        memo = self.forward_memos.get(name)
+        if isinstance(memo, Tensor):
+            return memo[: self.x_values[name].shape[0]]
+        return memo
 
     def cached(self, layer: Layer, key: str, compute: Callable[[], object]):
         """Per-layer memo for rule state shared by ``split`` and ``backward`` (e.g. rescale factors)."""
@@ -226,17 +230,28 @@ def contributions(state: PassState, name: str, m: Multipliers) -> Tensor:
 @dataclass
 class TargetSpec:
     """The target layer, the unit indices scored (flattened per example), whether one int was
-    asked for (no target axis in the output), and whether softmax logits are mean-centred."""
+    asked for (no target axis in the output), and whether softmax logits are mean-centred.
+    ``per_example``: one unit per example instead (``indices`` is then ``[0]``, one target)."""
 
     layer: str
     indices: list[int]
     single: bool
     centre: bool
     n_features: int
+    per_example: list[int] | None = None
 
 
-def target_seeds(spec: TargetSpec, n_pairs: int, shape: tuple, dtype, device) -> Tensor:
-    """(T, P, *shape): one-hot per target (minus 1/K when softmax logits are mean-centred)."""
+def target_seeds(spec: TargetSpec, ex: Tensor, shape: tuple, dtype, device) -> Tensor:
+    """(T, P, *shape) for the pairs whose examples are ``ex``: one-hot per target (minus 1/K
+    when softmax logits are mean-centred)."""
+    n_pairs = len(ex)
+    if spec.per_example is not None:
+        units = torch.tensor(spec.per_example, device=device)[ex.to(device)]
+        eye = torch.zeros((1, n_pairs, spec.n_features), dtype=dtype, device=device)
+        eye[0, torch.arange(n_pairs, device=device), units] = 1
+        if spec.centre:
+            eye = eye - 1.0 / spec.n_features
+        return eye.reshape(1, n_pairs, *shape)
     eye = torch.zeros((len(spec.indices), spec.n_features), dtype=dtype, device=device)
     eye[torch.arange(len(spec.indices)), torch.tensor(spec.indices)] = 1
     if spec.centre:
@@ -276,9 +291,7 @@ class PairRunner:
                   for s in self.score_names]
         deltas = torch.zeros((n, n_refs, t), dtype=xs[0].dtype, device=xs[0].device)
         n_pairs = n * n_refs
-        per_batch = batch_size
-        if self.method.output == "integrated_gradients":  # batch_size counts interpolation points
-            per_batch = max(1, batch_size // steps)
+        per_batch = self.method.pairs_per_batch(batch_size, steps)
         batches = range(0, n_pairs, per_batch)
         self.shared_r_values = None
         if (refs is not None and self.method.uses_reference and all(r.shape[0] == 1 for r in refs)
@@ -303,7 +316,7 @@ class PairRunner:
 
     # -- one batch ------------------------------------------------------------------------------
     def _batch(self, xs, refs, ex: Tensor, rf: Tensor, steps: int):
-        if self.method.output == "integrated_gradients":
+        if self.method.integrated:
             return self._integrated_gradients(xs, refs, ex, rf, steps)
         uniq_ex, x_idx = torch.unique(ex, return_inverse=True)
         x_batch = [x.index_select(0, uniq_ex) for x in xs]
@@ -313,11 +326,11 @@ class PairRunner:
                 x_values = self.model.forward_all(x_batch, self.needed, memos)
             state = PassState(self.model, x_values, None, x_idx, None, self.rule_for, self.options,
                               memos)
-            ms = self._backward(state, len(ex))
+            ms = self._backward(state, ex)
             out = []
             for name, (mp, mn) in zip(self.score_names, ms):
                 mult = mp if mn is None else 0.5 * (mp + mn)
-                out.append(mult * state.x(name) if self.method.output == "gradient_x_input" else mult)
+                out.append(self.method.from_multipliers(mult, state.x(name)))
             return out, None
         if self.shared_r_values is not None:
             with torch.no_grad():
@@ -328,7 +341,7 @@ class PairRunner:
             x_values, r_values = forward_together(self.model, x_batch, r_rows, self.needed, memos)
         state = PassState(self.model, x_values, r_values, x_idx, r_idx, self.rule_for, self.options,
                           memos)
-        ms = self._backward(state, len(ex))
+        ms = self._backward(state, ex)
         out = []
         for name, m in zip(self.score_names, ms):
             if self.hypothetical:
@@ -339,7 +352,7 @@ class PairRunner:
         if self.return_delta or self.check_delta:
             contribs = out if not self.hypothetical else [
                 contributions(state, n, m) for n, m in zip(self.score_names, ms)]
-            delta, target_delta, magnitude = self._delta_error(state, contribs)
+            delta, target_delta, magnitude = self._delta_error(state, contribs, ex)
             self._note_worst(delta, target_delta, magnitude, ex, rf)
         return out, delta
 
@@ -358,14 +371,14 @@ class PairRunner:
         rows = [r[ex if r.shape[0] > 1 else torch.zeros_like(ex), rf] for r in refs]
         return rows, None
 
-    def _backward(self, state: PassState, n_pairs: int):
+    def _backward(self, state: PassState, ex: Tensor):
         """Multipliers of every score layer for all targets: the targets' seeds are stacked and go
         back together, in as few passes as keep (targets × pairs) rows within 16 × batch_size
         (one pass unless there are very many targets, e.g. every class of a large classifier)."""
         shape = self.shapes[self.spec.layer][1:]
-        seeds = target_seeds(self.spec, n_pairs, shape, state.x(self.spec.layer).dtype,
+        seeds = target_seeds(self.spec, ex, shape, state.x(self.spec.layer).dtype,
                              state.x(self.spec.layer).device)
-        per_pass = max(1, (16 * self.batch_size) // n_pairs)
+        per_pass = max(1, (16 * self.batch_size) // len(ex))
         chunks = [backward(self.model, state, self.spec.layer, seeds[t:t + per_pass],
                                   self.score_names) for t in range(0, seeds.shape[0], per_pass)]
         if len(chunks) == 1:
@@ -378,13 +391,13 @@ class PairRunner:
         axis = one_hot_axis(ref) + 1  # multipliers carry a leading target axis
         return mult - (ref * mult).sum(axis, keepdim=True)
 
-    def _delta_error(self, state: PassState, contribs: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def _delta_error(self, state: PassState, contribs: list[Tensor], ex: Tensor
+                     ) -> tuple[Tensor, Tensor, Tensor]:
         """(Σ contributions − seed·Δtarget, seed·Δtarget, the magnitude rounding acts on:
         Σ|contributions| + |seed|·(|target(x)| + |target(r)|)), per (target, pair)."""
         total = sum(c.flatten(2).sum(2) for c in contribs)
         d_target = state.delta(self.spec.layer).reshape(-1, self.spec.n_features)  # (P, K); also for (P,) outputs
-        seeds = target_seeds(self.spec, d_target.shape[0], (self.spec.n_features,), d_target.dtype,
-                             d_target.device)
+        seeds = target_seeds(self.spec, ex, (self.spec.n_features,), d_target.dtype, d_target.device)
         target_delta = (seeds * d_target).sum(-1)
         size = (state.x(self.spec.layer).abs() + state.r(self.spec.layer).abs()).reshape(d_target.shape)
         magnitude = sum(c.abs().flatten(2).sum(2) for c in contribs) + (seeds.abs() * size).sum(-1)
@@ -412,7 +425,7 @@ class PairRunner:
             memos: dict[str, object] = {}
             values = self.model.forward_all(points, self.needed, memos)
             state = PassState(self.model, values, None, None, None, self.rule_for, self.options, memos)
-            for i, (mp, _) in enumerate(self._backward(state, k * n_pairs)):
+            for i, (mp, _) in enumerate(self._backward(state, ex.repeat(k))):
                 chunk_sum = mp.reshape(mp.shape[0], k, n_pairs, *mp.shape[2:]).sum(1)
                 grad_sums[i] = chunk_sum if grad_sums[i] is None else grad_sums[i].add_(chunk_sum)
             del values, state, points
@@ -422,7 +435,7 @@ class PairRunner:
             x_values, r_values = forward_together(self.model, x_pairs, r_pairs, [self.spec.layer])
             fx = x_values[self.spec.layer].reshape(n_pairs, -1)
             fr = r_values[self.spec.layer].reshape(n_pairs, -1)
-            seeds = target_seeds(self.spec, n_pairs, (self.spec.n_features,), fx.dtype, fx.device)
+            seeds = target_seeds(self.spec, ex, (self.spec.n_features,), fx.dtype, fx.device)
             total = sum(c.flatten(2).sum(2) for c in out)
             delta = total - (seeds * (fx - fr)).sum(-1)
         return out, delta
