@@ -14,9 +14,29 @@ import deeplift
 
 
 def _net() -> nn.Module:
+    """Starts with a linear stem (a convolution), which integrated gradients runs once per pair."""
     torch.manual_seed(3)
     return nn.Sequential(nn.Conv1d(3, 5, 3, padding=1), nn.Softplus(), nn.MaxPool1d(2), nn.Flatten(),
                          nn.Linear(5 * 4, 6), nn.Tanh(), nn.Linear(6, 2)).double().eval()
+
+
+class _Residual(nn.Module):
+    """The input feeds two layers: no linear stem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.conv = nn.Conv1d(3, 3, 3, padding=1)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(24, 5), nn.ReLU(), nn.Linear(5, 2))
+
+    def forward(self, x):
+        return self.head(torch.nn.functional.softplus(self.conv(x)) + x)
+
+
+def _stem_of_two_dense_layers() -> nn.Module:
+    torch.manual_seed(5)
+    return nn.Sequential(nn.Flatten(), nn.Linear(24, 10), nn.Linear(10, 6), nn.ELU(),
+                         nn.Linear(6, 2)).double().eval()
 
 
 def _autograd_midpoint_ig(net: nn.Module, x: torch.Tensor, r: torch.Tensor, steps: int,
@@ -45,7 +65,8 @@ def _rows_per_forward(model, monkeypatch) -> list[int]:
     forward_all = model.forward_all
 
     def counting(inputs, *args, **kwargs):
-        rows.append(int(inputs[0].shape[0]))
+        given = list((kwargs.get("given") or {}).values())  # a linear stem's interpolated outputs
+        rows.append(max(int(t.shape[0]) for t in [*inputs, *given]))
         return forward_all(inputs, *args, **kwargs)
 
     monkeypatch.setattr(model, "forward_all", counting)
@@ -60,9 +81,10 @@ def test_integrated_gradients_forward_rows_are_bounded_by_batch_size_for_any_ste
     rows = _rows_per_forward(model, monkeypatch)
     scores = deeplift.attribute(model, x[:2], r[:2], method="integrated_gradients", steps=steps,
                                 batch_size=batch_size)
-    scoring_rows = rows
-    assert max(scoring_rows) <= batch_size
-    assert sum(scoring_rows) == 2 * steps  # every interpolation point once, none twice
+    assert max(rows) <= batch_size
+    # every interpolation point once, none twice (from the conv stem on), plus each pair's
+    # example and reference once through the stem
+    assert sum(rows) == 2 * steps + 2 * 2
     if steps <= 100:
         expected = _autograd_midpoint_ig(net, x[:2], r[:2], steps, 0)
         np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-12)
@@ -73,8 +95,12 @@ def test_integrated_gradients_forward_rows_are_bounded_by_batch_size_for_any_ste
         np.testing.assert_allclose(scores, at_once, rtol=0, atol=1e-12)
 
 
-def test_integrated_gradients_in_chunks_equal_the_riemann_sum_by_definition(setup):
-    net, model, x, r = setup
+@pytest.mark.parametrize("make_net", [_net, lambda: _Residual().double().eval(),
+                                      _stem_of_two_dense_layers], ids=["conv_stem", "no_stem", "dense_stem"])
+def test_integrated_gradients_in_chunks_equal_the_riemann_sum_by_definition(setup, make_net):
+    _, _, x, r = setup
+    net = make_net()
+    model = deeplift.convert(net, x[:2])
     steps = 37  # not a multiple of any chunk size below
     expected = _autograd_midpoint_ig(net, x, r, steps, 1)
     for batch_size in (5, 40, 111, 10_000):  # chunks of steps, one pair per batch, all at once
@@ -89,7 +115,8 @@ def test_integrated_gradients_delta_adds_one_forward_of_examples_and_references(
     rows = _rows_per_forward(model, monkeypatch)
     scores, delta = deeplift.attribute(model, x, r, method="integrated_gradients", steps=20,
                                        batch_size=1000, return_delta=True)
-    assert rows == [3 * 20, 3 + 3]  # the path once, then x and r together
+    # x and r through the linear stem, the path once (from the stem on), then x and r together
+    assert rows == [3, 3, 3 * 20, 3 + 3]
     with torch.no_grad():
         gap = net(x)[:, 0] - net(r)[:, 0]
     np.testing.assert_allclose(delta, scores.sum((1, 2)) - gap, rtol=0, atol=1e-12)

@@ -19,8 +19,9 @@ from torch import Tensor
 
 from .genomics import one_hot_axis
 from .graph import Model
-from .layers.base import Constant, Input, Layer, Multipliers, Split
 from .conservation import WorstError, worst_of
+from .layers.base import Constant, Input, Layer, Multipliers, Split
+from .layers.linear import Conv, Dense
 from .methods import Method
 
 
@@ -371,19 +372,39 @@ class PairRunner:
         rows = [r[ex if r.shape[0] > 1 else torch.zeros_like(ex), rf] for r in refs]
         return rows, None
 
-    def _backward(self, state: PassState, ex: Tensor):
+    def _backward(self, state: PassState, ex: Tensor, score_names: list[str] | None = None):
         """Multipliers of every score layer for all targets: the targets' seeds are stacked and go
         back together, in as few passes as keep (targets × pairs) rows within 16 × batch_size
         (one pass unless there are very many targets, e.g. every class of a large classifier)."""
+        score_names = self.score_names if score_names is None else score_names
         shape = self.shapes[self.spec.layer][1:]
         seeds = target_seeds(self.spec, ex, shape, state.x(self.spec.layer).dtype,
                              state.x(self.spec.layer).device)
         per_pass = max(1, (16 * self.batch_size) // len(ex))
         chunks = [backward(self.model, state, self.spec.layer, seeds[t:t + per_pass],
-                                  self.score_names) for t in range(0, seeds.shape[0], per_pass)]
+                                  score_names) for t in range(0, seeds.shape[0], per_pass)]
         if len(chunks) == 1:
-            return [chunks[0][n] for n in self.score_names]
-        return [_cat_multipliers([c[n] for c in chunks]) for n in self.score_names]
+            return [chunks[0][n] for n in score_names]
+        return [_cat_multipliers([c[n] for c in chunks]) for n in score_names]
+
+    def _linear_stem(self) -> str | None:
+        """The last layer of a chain of dense/convolution layers that starts at the (single)
+        score layer and carries all of its gradient, or None. The transposed ops of that chain are
+        the same at every point of an integration path, so integrated gradients sums the
+        multipliers over the steps at its end and runs the chain backward once per pair
+        instead of once per step (the first convolution's backward is a large part of the work)."""
+        if len(self.score_names) != 1 or len(self.model.input_names) != 1:
+            return None  # other inputs (e.g. additional_forward_args) go through the whole path
+        upstream = self.model.ancestors([self.spec.layer])
+        name, stem = self.score_names[0], None
+        while True:
+            consumers = [c for c in self.model.consumers(name) if c in upstream]
+            if len(consumers) != 1 or consumers[0] == self.spec.layer:
+                return stem
+            layer = self.model.layers[consumers[0]]
+            if type(layer) not in (Dense, Conv) or len(layer.inputs) != 1:
+                return stem
+            name = stem = consumers[0]
 
     def _hypothetical(self, m, ref: Tensor) -> Tensor:
         mp, mn = m
@@ -407,28 +428,45 @@ class PairRunner:
         """Midpoint Riemann sum of the gradient along the straight path from each pair's reference
         to its example. The interpolation points of every pair go forward and backward together,
         ``batch_size`` points at a time (whole chunks of steps), so memory is bounded by
-        ``batch_size`` whatever ``steps`` is; the sum accumulates over the chunks."""
+        ``batch_size`` whatever ``steps`` is; the sum accumulates over the chunks (at the end of
+        the linear stem, if the model starts with one: see ``_linear_stem``)."""
         n_pairs = len(ex)
         rows = self._reference_rows(refs, ex, rf)
         r_pairs = rows[0] if rows[1] is None else [r.index_select(0, rows[1]) for r in rows[0]]
         x_pairs = [x.index_select(0, ex) for x in xs]
         diffs = [x - r for x, r in zip(x_pairs, r_pairs)]
+        stem = self._linear_stem()
+        if stem is None:
+            path_start, path_diff = r_pairs, diffs
+        else:  # the stem is affine: interpolate its outputs for x and r instead of running it
+            s_x = self.model.forward_all(x_pairs, [stem])[stem]
+            s_r = self.model.forward_all(r_pairs, [stem])[stem]
+            path_start, path_diff = [s_r], [s_x - s_r]
+        sum_at = self.score_names if stem is None else [stem]
         per_chunk = max(1, self.batch_size // n_pairs)  # steps per forward pass
-        grad_sums: list[Tensor | None] = [None] * len(self.score_names)
+        grad_sums: list[Tensor | None] = [None] * len(sum_at)
         for first in range(0, steps, per_chunk):
             k = min(per_chunk, steps - first)
             alphas = (torch.arange(first, first + k, dtype=xs[0].dtype, device=xs[0].device) + 0.5) / steps
             points = []
-            for d, r in zip(diffs, r_pairs):
+            for d, r in zip(path_diff, path_start):
                 a = alphas.reshape(k, 1, *([1] * (d.ndim - 1)))
                 points.append(torch.addcmul(r.unsqueeze(0), a, d.unsqueeze(0)).reshape(k * n_pairs, *d.shape[1:]))
             memos: dict[str, object] = {}
-            values = self.model.forward_all(points, self.needed, memos)
+            if stem is None:
+                values = self.model.forward_all(points, self.needed, memos)
+            else:  # the inputs' rows only give the stem's layers their shapes
+                values = self.model.forward_all(x_pairs, self.needed, memos, given={stem: points[0]})
             state = PassState(self.model, values, None, None, None, self.rule_for, self.options, memos)
-            for i, (mp, _) in enumerate(self._backward(state, ex.repeat(k))):
+            for i, (mp, _) in enumerate(self._backward(state, ex.repeat(k), sum_at)):
                 chunk_sum = mp.reshape(mp.shape[0], k, n_pairs, *mp.shape[2:]).sum(1)
                 grad_sums[i] = chunk_sum if grad_sums[i] is None else grad_sums[i].add_(chunk_sum)
-            del values, state, points
+            del state, points
+        if stem is not None:  # the stem's transposed ops read only layer shapes from the state
+            state = PassState(self.model, values, None, None, None, self.rule_for, self.options)
+            m = backward(self.model, state, stem, grad_sums[0], self.score_names)
+            grad_sums = [m[n][0] for n in self.score_names]
+        del values
         out = [g.mul_(d / steps) for g, d in zip(grad_sums, diffs)]
         delta = None
         if self.return_delta:

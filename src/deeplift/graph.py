@@ -142,16 +142,21 @@ class Model:
 
     # -- forward ----------------------------------------------------------------------------------
     def forward_all(self, inputs: Sequence[Tensor], needed: Iterable[str] | None = None,
-                    memos: dict[str, object] | None = None) -> dict[str, Tensor]:
+                    memos: dict[str, object] | None = None,
+                    given: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Run the forward functions; ``inputs`` in ``input_names`` order; returns every value.
 
         ``memos``: a dict owned by the caller's pass that receives what layers can reuse from this
-        forward (see ``Layer.forward_with_memo``)."""
+        forward (see ``Layer.forward_with_memo``). ``given``: values of some layers computed
+        elsewhere (integrated gradients interpolates at the end of a linear stem); the layers
+        after them run on those."""
         wanted = self.ancestors(needed) if needed is not None else set(self.layers)
         values: dict[str, Tensor] = dict(zip(self.input_names, inputs))
-        if inputs:
+        values.update(given or {})
+        rows = max((int(t.shape[0]) for t in [*inputs, *(given or {}).values()]), default=0)
+        if rows:
             with _ROWS_LOCK:  # one model may be scored from several threads
-                self.rows_forwarded += int(inputs[0].shape[0])
+                self.rows_forwarded += rows
         for name, layer in self.layers.items():
             if name in values or name not in wanted:
                 continue
