@@ -378,3 +378,12 @@ def test_score_runs_the_model_forward_once_before_scoring(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert main(["score", "--quiet", "--n-references", "2", "--out", str(tmp_path / "s.npz")]) == 0
     assert calls["at_scoring"] == (1, 1)
+
+
+def test_method_names_are_normalised_like_the_python_api(tmp_path, monkeypatch):
+    from deeplift.cli import main
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "rc.npz"
+    assert main(["score", "--quiet", "--method", "revealcancel", "--n-references", "1",
+                 "--out", str(out)]) == 0
+    assert load_scores(out)["metadata"]["method"] == "reveal_cancel"

@@ -1,4 +1,4 @@
-"""``deeplift.attribute``: the one entry point for every method (DESIGN.md §2).
+"""``deeplift.attribute``: the one entry point for every method (README "Quickstart (Python)").
 
 The arguments are checked and converted into a :class:`~deeplift.plan.Plan` (``plan.py``),
 which the engine runs; this module only names the arguments.

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from .genomics import one_hot_axis
+from .genomics import hypothetical_contributions, one_hot_axis
 from .graph import Model
 from .conservation import WorstError, worst_of
 from .layers.base import Constant, Input, Layer, Multipliers, Split
@@ -410,7 +410,7 @@ class PairRunner:
         mp, mn = m
         mult = mp if mn is None else 0.5 * (mp + mn)
         axis = one_hot_axis(ref) + 1  # multipliers carry a leading target axis
-        return mult - (ref * mult).sum(axis, keepdim=True)
+        return hypothetical_contributions(mult, ref, channel_axis=axis)
 
     def _delta_error(self, state: PassState, contribs: list[Tensor], ex: Tensor
                      ) -> tuple[Tensor, Tensor, Tensor]:

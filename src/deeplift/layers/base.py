@@ -1,6 +1,6 @@
 """The layer protocol every DeepLIFT layer follows, and the families most layers belong to.
 
-A layer owns all of its math (see DESIGN.md §1):
+A layer owns all of its math (docs/architecture.md, docs/rules.md):
 
 * ``forward(*inputs)`` — the ordinary forward function. The engine calls it once on the inputs
   and the references stacked along the batch axis.
