@@ -19,8 +19,9 @@ from torch import Tensor
 
 from .errors import SummationToDeltaWarning
 
-#: rounding steps of the magnitude M that a deep float pass may accumulate (the worst seen over
-#: random float32 models is ~10; see tests/test_low_precision.py)
+#: rounding steps of the magnitude M that a deep float pass may accumulate (measured once over 60
+#: random float32 models of tests/random_models.py: at most ~10; a 10 kb dilated CNN in
+#: tests/test_low_precision.py runs without a warning)
 ROUNDING_STEPS = 256
 
 
