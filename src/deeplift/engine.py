@@ -184,10 +184,13 @@ def forward_together(model: Model, xs: Sequence[Tensor], rs: Sequence[Tensor], n
 
 
 def backward(model: Model, state: PassState, target: str, seeds: Tensor,
-             score_layers: Sequence[str]) -> dict[str, Multipliers]:
+             score_layers: Sequence[str], node_errors: dict[str, float] | None = None
+             ) -> dict[str, Multipliers]:
     """Propagate ``seeds`` (T, P, *target_shape) from ``target`` to the ``score_layers``.
 
     Returns the multipliers ``(m⁺, m⁻)`` (``m⁻`` None when equal to ``m⁺``) of every score layer.
+    With ``node_errors``, each layer's own conservation error is recorded there (see
+    :func:`node_conservation_error`), the largest seen per layer.
     """
     relevant = model.ancestors([target]) & model.descendants(score_layers)
     mults: dict[str, Multipliers] = {target: (seeds, None)}
@@ -205,6 +208,9 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
         if isinstance(layer, (Input, Constant)):
             continue
         grads = layer.backward(state, m_pos, m_neg)
+        if node_errors is not None:
+            error = node_conservation_error(model, state, name, (m_pos, m_neg), grads)
+            node_errors[name] = max(node_errors.get(name, 0.0), error)
         for inp, g in zip(layer.inputs, grads):
             if inp in relevant and not isinstance(model.layers[inp], Constant):
                 mults[inp] = _add(mults.get(inp), g)
@@ -213,6 +219,19 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
             shape, dtype, device = state.pair_shape(name, seeds.shape[1])
             out[name] = (torch.zeros((seeds.shape[0], *shape), dtype=dtype, device=device), None)
     return out
+
+
+def node_conservation_error(model: Model, state: PassState, name: str, m_out: Multipliers,
+                            m_in: list[Multipliers]) -> float:
+    """How far one layer's backward breaks summation-to-delta on its own: the largest, over
+    targets and pairs, of |Σ m_out·Δy − Σ_inputs Σ m_in·Δx| / (1 + |Σ m_out·Δy|). Float rounding
+    for every exact rule; a layer whose rule leaks shows its size here."""
+    out_total = contributions(state, name, m_out).flatten(2).sum(2)
+    in_total = torch.zeros_like(out_total)
+    for inp, g in zip(model.layers[name].inputs, m_in):
+        if not state.is_constant(inp):
+            in_total = in_total + contributions(state, inp, g).flatten(2).sum(2)
+    return float(((out_total - in_total).abs() / (1 + out_total.abs())).max())
 
 
 def contributions(state: PassState, name: str, m: Multipliers) -> Tensor:
@@ -282,6 +301,8 @@ class PairRunner:
         self.check_delta = method.sums_to_delta and set(score_names) == set(model.input_names)
         self.worst_delta: WorstError | None = None  # the largest error in units of rounding
         self.needed = [spec.layer, *score_names]
+        #: set to a dict to collect every layer's own conservation error (DeepLIFT methods)
+        self.node_errors: dict[str, float] | None = None
 
     def run(self, xs: list[Tensor], refs: list[Tensor] | None, n_refs: int, batch_size: int,
             steps: int, progress: bool):
@@ -382,7 +403,8 @@ class PairRunner:
                              state.x(self.spec.layer).device)
         per_pass = max(1, (16 * self.batch_size) // len(ex))
         chunks = [backward(self.model, state, self.spec.layer, seeds[t:t + per_pass],
-                                  score_names) for t in range(0, seeds.shape[0], per_pass)]
+                           score_names, self.node_errors)
+                  for t in range(0, seeds.shape[0], per_pass)]
         if len(chunks) == 1:
             return [chunks[0][n] for n in score_names]
         return [_cat_multipliers([c[n] for c in chunks]) for n in score_names]
