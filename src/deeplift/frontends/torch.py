@@ -34,8 +34,10 @@ aten = torch.ops.aten
 class _Capture:
     """Walks an exported graph and builds layers; one instance per conversion."""
 
-    def __init__(self, ep: torch.export.ExportedProgram, batch_size: int, unknown_ops: str = "error") -> None:
+    def __init__(self, ep: torch.export.ExportedProgram, batch_size: int, unknown_ops: str = "error",
+                 outputs: Sequence[int] | None = None) -> None:
         self.ep = ep
+        self.keep_outputs = None if outputs is None else list(outputs)
         self.batch_size = batch_size
         self.unknown_ops = _check_unknown_ops(unknown_ops)
         self.layers: list[Layer] = []
@@ -105,7 +107,8 @@ class _Capture:
                     path = list(stack.values())[-1][0]
                     self._module_calls[path] = self._module_calls.get(path, 0) + 1
         self.dtype = torch.get_default_dtype()
-        live = _live_nodes(graph)  # ops that feed no output are dropped before any rule is looked up
+        # ops that feed no (chosen) output are dropped before any rule is looked up
+        live = _live_nodes(graph, self.keep_outputs)
         failures: list[tuple[torch.fx.Node, UnsupportedLayerError]] = []
         for node in graph.nodes:
             if node.op == "placeholder":
@@ -120,6 +123,8 @@ class _Capture:
                     self.value[node.name] = _FAILED
             elif node.op == "output":
                 outs = node.args[0]
+                if self.keep_outputs is not None:
+                    outs = [outs[i] for i in self.keep_outputs]
                 self.outputs = []
                 for o in outs:
                     v = self.value.get(o.name) if isinstance(o, torch.fx.Node) else None
@@ -233,12 +238,15 @@ class _Capture:
         return self.add(layer, node, inputs)
 
 
-def _live_nodes(graph: torch.fx.Graph) -> set[str]:
-    """Names of the nodes the graph's outputs depend on. An in-place op counts as used: it may
-    write into a tensor (or a view of one) that later nodes read, e.g. ``mask[-1] = 0``."""
+def _live_nodes(graph: torch.fx.Graph, keep: Sequence[int] | None = None) -> set[str]:
+    """Names of the nodes the graph's outputs (those at positions ``keep``) depend on. An in-place
+    op counts as used: it may write into a tensor (or a view of one) that later nodes read, e.g.
+    ``mask[-1] = 0``."""
     out = next(n for n in reversed(graph.nodes) if n.op == "output")
+    roots = out.all_input_nodes if keep is None else [
+        a for i, a in enumerate(out.args[0]) if i in keep and isinstance(a, torch.fx.Node)]
     live: set[str] = set()
-    stack = list(out.all_input_nodes) + [
+    stack = list(roots) + [
         n for n in graph.nodes if n.op == "call_function"
         and getattr(getattr(n.target, "_schema", None), "is_mutable", False)]
     while stack:
@@ -1226,13 +1234,16 @@ def _example_tuple(example_inputs: Any) -> tuple[Tensor, ...]:
 
 
 def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = True,
-                   atol: float | None = None, unknown_ops: str = "error") -> Model:
+                   atol: float | None = None, unknown_ops: str = "error",
+                   outputs: Sequence[int] | None = None) -> Model:
     """Capture ``module`` (in eval mode) as a deeplift Model, from example inputs (N, ...).
 
     The batch axis is exported as dynamic so the model works for any batch size. With
     ``check`` the converted forward pass is compared with the module's on the examples and a
     mismatch raises. ``unknown_ops="integrated"``: an op without a rule becomes a
     :class:`~deeplift.layers.PathIntegrated` node (not exact; see its docstring) instead of an error.
+    ``outputs``: positions of the module's outputs to keep (default all); ops that feed only the
+    others are dropped before any rule is looked up (e.g. the head you do not score).
     """
     _check_unknown_ops(unknown_ops)
     if not isinstance(module, torch.nn.Module):
@@ -1266,7 +1277,14 @@ def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = T
                              f"{type(exc).__name__}: {exc}") from exc
         with _attention_as_one_op(module):
             ep = _export(module, examples)
-        model = _Capture(ep, batch, unknown_ops).run()
+        if outputs is not None:
+            n_out = len(expected) if isinstance(expected, (tuple, list)) else 1
+            outputs = [outputs] if isinstance(outputs, int) else list(outputs)
+            if not outputs or any(not isinstance(i, int) or not 0 <= i < n_out for i in outputs):
+                raise InputError(f"outputs={outputs}: the module has {n_out} output(s); give their "
+                                 f"positions 0..{n_out - 1}")
+            expected = [(expected if n_out == 1 else expected[i]) for i in outputs]
+        model = _Capture(ep, batch, unknown_ops, outputs).run()
         if check:
             _check_forward(model, examples, expected, atol)
     return model
