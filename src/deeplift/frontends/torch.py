@@ -836,7 +836,7 @@ def _val(node_arg: Any):
     return node_arg.meta.get("val") if isinstance(node_arg, torch.fx.Node) else None
 
 
-def _ndim(c: _Capture, v: Any, node_arg: Any) -> int:
+def _ndim(v: Any, node_arg: Any) -> int:
     if isinstance(v, Tensor):
         return v.ndim
     val = _val(node_arg)
@@ -846,7 +846,7 @@ def _ndim(c: _Capture, v: Any, node_arg: Any) -> int:
 def _is_batched_matmul(c: _Capture, node, x, y) -> bool:
     """Both operands activations of equal rank >= 3 (the batch axis first in both), or one an
     activation of rank >= 3 and the other a constant that does not reach its batch axis."""
-    nx, ny = _ndim(c, x, node.args[0]), _ndim(c, y, node.args[1])
+    nx, ny = _ndim(x, node.args[0]), _ndim(y, node.args[1])
     if c.is_layer(x) and c.is_layer(y):
         if nx == ny and nx >= 3:
             return True
