@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -33,8 +33,8 @@ def _one_thread():
         yield
 
 
-PROPERTY_SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
-                             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+#: the rest (fixed draws by default, fresh ones under -m slow) comes from conftest's profiles
+PROPERTY_SETTINGS = settings(max_examples=40)
 
 
 def _torch_delta(net: nn.Module, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,6 @@ out twice.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -21,10 +20,12 @@ from torch import Tensor
 
 from . import arrays
 from .engine import PairRunner, RuleOptions, TargetSpec
-from .errors import InputError, SummationToDeltaWarning
+from .conservation import warn_if_not_conserved
+from .errors import InputError
 from .graph import Model
 from .layers.activations import LogSoftmax, Sigmoid, Softmax
 from .methods import Method, get_method, rule_resolver
+from .precision import rules_model
 
 # ---------------------------------------------------------------------------------------------
 # targets
@@ -248,7 +249,7 @@ def make_plan(model: Any, inputs: Any, references: Any = None, method: Any = "re
     all_inputs = inputs if not extra else (*_as_tuple(inputs), *extra)
     if unknown_ops not in ("error", "integrated"):
         raise InputError(f"unknown_ops must be 'error' or 'integrated', got {unknown_ops!r}")
-    model = as_model(model, all_inputs, unknown_ops)
+    model = rules_model(as_model(model, all_inputs, unknown_ops))  # float16/bfloat16: a float32 copy
     if max_routing not in ("conserving", "gradient"):
         raise InputError(f"max_routing must be 'conserving' or 'gradient', got {max_routing!r}")
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
@@ -375,16 +376,4 @@ class NodeDeltas(dict):
 
 
 def _warn_if_not_conserved(runner: PairRunner, dtype: torch.dtype, max_routing: str) -> None:
-    if runner.worst_delta is None:
-        return
-    rel, n, r, t = runner.worst_delta
-    tolerance = torch.finfo(dtype).eps ** 0.5
-    if rel <= tolerance:
-        return
-    hint = ("max_routing='gradient' (the original library's max pooling) does not conserve it with "
-            "a non-constant reference; the default 'conserving' does" if max_routing == "gradient"
-            else "please report this with the model")
-    warnings.warn(SummationToDeltaWarning(
-        f"contributions do not sum to the target's difference from the reference: error "
-        f"{rel:.3g}·(1 + |Δ|) for example {n}, reference {r}, target {t} (float rounding would "
-        f"stay below {tolerance:.1g}); {hint}"), stacklevel=4)
+    warn_if_not_conserved(runner.worst_delta, max_routing, stacklevel=5)
