@@ -1346,10 +1346,10 @@ _CONVERT_LOCK = threading.RLock()
 def convert_cached(module: torch.nn.Module, inputs: Any, unknown_ops: str = "error") -> Model:
     """Convert once per module and weights version (``attribute`` accepts modules directly)."""
     with _CONVERT_LOCK:
-        return _convert_cached(module, inputs)
+        return _convert_cached(module, inputs, unknown_ops)
 
 
-def _convert_cached(module: torch.nn.Module, inputs: Any) -> Model:
+def _convert_cached(module: torch.nn.Module, inputs: Any, unknown_ops: str) -> Model:
     examples = _example_tuple(inputs if not isinstance(inputs, dict) else tuple(inputs.values()))
     key = (tuple((n, t.data_ptr(), t._version, t.dtype, t.device) for n, t in
                  list(module.named_parameters()) + list(module.named_buffers())),
