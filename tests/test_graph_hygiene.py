@@ -130,3 +130,28 @@ def test_unknown_ops_integrated_gives_the_op_path_integrated_multipliers_and_rep
     torch.testing.assert_close(direct, scores, rtol=0, atol=1e-12)
     with pytest.raises(deeplift.InputError, match="unknown_ops"):
         deeplift.attribute(net, x, r, unknown_ops="linear")
+
+
+class _TwoHeads(nn.Module):
+    """A profile head with an op that has no rule and a counts head (ChromBPNet's shape)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.profile, self.counts = nn.Conv1d(4, 3, 3, padding=1), nn.Conv1d(3, 1, 1), nn.Linear(3, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.body(x))
+        profile = torch.sort(self.profile(h), dim=-1).values.flatten(1)
+        return profile, torch.log1p(torch.exp(self.counts(h.mean(-1))))
+
+
+def test_converting_only_the_chosen_outputs_drops_ops_that_feed_only_the_others():
+    net = _TwoHeads().double().eval()
+    x = torch.randn(3, 4, 8, dtype=torch.float64)
+    with pytest.raises(deeplift.UnsupportedLayerError, match="aten.sort"):
+        deeplift.convert(net, x)
+    model = deeplift.convert(net, x, outputs=[1])
+    torch.testing.assert_close(model(x), net(x)[1], rtol=0, atol=1e-12)
+    assert not any("profile" in name for name in model.layer_names)
+    with pytest.raises(deeplift.InputError, match="outputs"):
+        deeplift.convert(net, x, outputs=[2])

@@ -370,8 +370,8 @@ BUILDERS = {"seq_1d": _seq_1d, "seq_2d": _seq_2d, "channels_first_2d": _channels
 
 
 def _norms_and_relus(keras):
-    """LayerNormalization over one and several axes, ReLU with max_value/threshold/slope, and
-    the Keras 3 activations relu6, hard_silu, mish, softsign (issue 9)."""
+    """LayerNormalization over one and several axes, GroupNormalization, ReLU with
+    max_value/threshold/slope, and the Keras 3 activations relu6, hard_silu, mish, softsign."""
     L = keras.layers
     x = keras.Input((5, 6), name="tokens")
     h = L.LayerNormalization(name="ln")(L.Dense(6)(x))
@@ -379,6 +379,7 @@ def _norms_and_relus(keras):
     h = L.LayerNormalization(axis=[1, 2], epsilon=1e-5, name="ln2")(h)
     h = L.ReLU(max_value=1.5, threshold=0.2, negative_slope=0.1)(L.Dense(6, activation="softsign")(h))
     h = L.Dense(6, activation="hard_silu")(L.LayerNormalization(center=False, name="ln3")(h))
+    h = L.GroupNormalization(groups=3, epsilon=1e-4, name="gn")(h)
     h = L.Activation("relu6")(L.Flatten()(h))
     return keras.Model(x, L.Dense(3)(h), name="norms_and_relus")
 

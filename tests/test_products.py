@@ -287,3 +287,26 @@ def test_transformer_encoder_layer_converts_unmodified_and_sums_to_delta(norm_fi
     net = nn.Sequential(layer, nn.Flatten(), nn.Linear(40, 3)).double().eval()
     x = torch.randn(3, 5, 8, dtype=torch.float64)
     _check_attention_model(net, x, torch.zeros_like(x))
+
+
+class AttentionPool(nn.Module):
+    """Enformer's attention pooling (its einops rearrange written as a view)."""
+
+    def __init__(self, dim: int, pool_size: int = 2) -> None:
+        super().__init__()
+        self.pool_size = pool_size
+        self.to_attn_logits = nn.Conv2d(dim, dim, 1, bias=False)
+
+    def forward(self, x):
+        b, d, n = x.shape
+        x = x.view(b, d, n // self.pool_size, self.pool_size)
+        attn = self.to_attn_logits(x).softmax(dim=-1)
+        return (x * attn).sum(dim=-1)
+
+
+def test_enformer_attention_pooling_converts_unmodified_and_sums_to_delta():
+    torch.manual_seed(15)
+    net = nn.Sequential(nn.Conv1d(4, 6, 3, padding=1), AttentionPool(6), nn.GELU(), nn.Flatten(),
+                        nn.Linear(30, 2)).double().eval()
+    x = torch.randn(3, 4, 10, dtype=torch.float64)
+    _check_attention_model(net, x, torch.randn(3, 4, 10, dtype=torch.float64))

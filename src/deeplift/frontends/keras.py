@@ -83,8 +83,6 @@ _WHY_UNSUPPORTED = {
     "UpSampling1D": "upsampling has no rule here",
     "UpSampling2D": "upsampling has no rule here",
     "UpSampling3D": "upsampling has no rule here",
-    "GroupNormalization": "group normalisation divides by a per-example statistic, which has no "
-                          "DeepLIFT rule here",
 }
 _RECURRENT = {"SimpleRNN", "LSTM", "GRU", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D",
               "ConvLSTM3D", "TimeDistributed", "CuDNNLSTM", "CuDNNGRU"}
@@ -598,6 +596,25 @@ class _Converter:
                          param("beta", "center"))
         return self._emit(norm, name, [x])
 
+    def group_norm(self, layer, name, inputs):
+        x = self._one_input(layer, inputs)
+        cfg, w = layer.config, layer.weights
+        rank = len(self.shape(x)) + 1
+        axis = int(cfg.get("axis", -1)) % rank
+        if axis not in (1, rank - 1) or rank < 3:
+            raise UnsupportedLayerError(f"layer {layer.name!r} (GroupNormalization) over axis {axis} of a "
+                                        f"rank-{rank} input; only the channel axis (first or last) is supported")
+        nd = rank - 2
+        shape = (-1, *([1] * nd))  # γ, β per channel of the channels-first view
+
+        def param(key: str, flag: str):
+            if not cfg.get(flag, True) or key not in w:
+                return None
+            return self._t(np.asarray(w[key]).reshape(shape))
+        norm = Normalize((-1,), float(cfg.get("epsilon", 1e-3)), param("gamma", "scale"), param("beta", "center"),
+                         groups=int(cfg.get("groups", 32)))
+        return self._chain(name, [x], [(norm, "cf")], nd, channels_last=axis == rank - 1)
+
     def multi_head_attention(self, layer, name, inputs):
         """Keras ``MultiHeadAttention(query, value[, key])`` on (N, T, E) inputs: projections,
         heads, ``softmax(q·kᵀ/sqrt(key_dim))·v`` (products by the Shapley rule), output projection."""
@@ -861,6 +878,7 @@ _HANDLERS: dict[str, Callable[..., str]] = {
        for kind in ("Max", "Average") for n in (1, 2, 3)},
     "BatchNormalization": _Converter.batch_norm,
     "LayerNormalization": _Converter.layer_norm,
+    "GroupNormalization": _Converter.group_norm,
     "MultiHeadAttention": _Converter.multi_head_attention,
     "Activation": _Converter.activation,
     "ReLU": _Converter.relu,

@@ -39,8 +39,10 @@ aten = torch.ops.aten
 class _Capture:
     """Walks an exported graph and builds layers; one instance per conversion."""
 
-    def __init__(self, ep: torch.export.ExportedProgram, batch_size: int, unknown_ops: str = "error") -> None:
+    def __init__(self, ep: torch.export.ExportedProgram, batch_size: int, unknown_ops: str = "error",
+                 outputs: Sequence[int] | None = None) -> None:
         self.ep = ep
+        self.keep_outputs = None if outputs is None else list(outputs)
         self.batch_size = batch_size
         self.unknown_ops = _check_unknown_ops(unknown_ops)
         self.layers: list[Layer] = []
@@ -159,7 +161,8 @@ class _Capture:
                     path = list(stack.values())[-1][0]
                     self._module_calls[path] = self._module_calls.get(path, 0) + 1
         self.dtype = torch.get_default_dtype()
-        live = _live_nodes(graph)  # ops that feed no output are dropped before any rule is looked up
+        # ops that feed no (chosen) output are dropped before any rule is looked up
+        live = _live_nodes(graph, self.keep_outputs)
         failures: list[tuple[torch.fx.Node, UnsupportedLayerError]] = []
         for node in graph.nodes:
             if node.op == "placeholder":
@@ -174,6 +177,8 @@ class _Capture:
                     self.value[node.name] = _FAILED
             elif node.op == "output":
                 outs = node.args[0]
+                if self.keep_outputs is not None:
+                    outs = [outs[i] for i in self.keep_outputs]
                 self.outputs = []
                 for o in outs:
                     v = self.value.get(o.name) if isinstance(o, torch.fx.Node) else None
@@ -326,12 +331,15 @@ class _Capture:
         return self.add(layer, node, inputs)
 
 
-def _live_nodes(graph: torch.fx.Graph) -> set[str]:
-    """Names of the nodes the graph's outputs depend on. An in-place op counts as used: it may
-    write into a tensor (or a view of one) that later nodes read, e.g. ``mask[-1] = 0``."""
+def _live_nodes(graph: torch.fx.Graph, keep: Sequence[int] | None = None) -> set[str]:
+    """Names of the nodes the graph's outputs (those at positions ``keep``) depend on. An in-place
+    op counts as used: it may write into a tensor (or a view of one) that later nodes read, e.g.
+    ``mask[-1] = 0``."""
     out = next(n for n in reversed(graph.nodes) if n.op == "output")
+    roots = out.all_input_nodes if keep is None else [
+        a for i, a in enumerate(out.args[0]) if i in keep and isinstance(a, torch.fx.Node)]
     live: set[str] = set()
-    stack = list(out.all_input_nodes) + [
+    stack = list(roots) + [
         n for n in graph.nodes if n.op == "call_function"
         and getattr(getattr(n.target, "_schema", None), "is_mutable", False)]
     while stack:
@@ -992,7 +1000,7 @@ def _val(node_arg: Any):
     return node_arg.meta.get("val") if isinstance(node_arg, torch.fx.Node) else None
 
 
-def _ndim(c: _Capture, v: Any, node_arg: Any) -> int:
+def _ndim(v: Any, node_arg: Any) -> int:
     if isinstance(v, Tensor):
         return v.ndim
     val = _val(node_arg)
@@ -1002,7 +1010,7 @@ def _ndim(c: _Capture, v: Any, node_arg: Any) -> int:
 def _is_batched_matmul(c: _Capture, node, x, y) -> bool:
     """Both operands activations of equal rank >= 3 (the batch axis first in both), or one an
     activation of rank >= 3 and the other a constant that does not reach its batch axis."""
-    nx, ny = _ndim(c, x, node.args[0]), _ndim(c, y, node.args[1])
+    nx, ny = _ndim(x, node.args[0]), _ndim(y, node.args[1])
     if c.is_layer(x) and c.is_layer(y):
         if nx == ny and nx >= 3:
             return True
@@ -1390,13 +1398,16 @@ def _example_tuple(example_inputs: Any) -> tuple[Tensor, ...]:
 
 
 def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = True,
-                   atol: float | None = None, unknown_ops: str = "error") -> Model:
+                   atol: float | None = None, unknown_ops: str = "error",
+                   outputs: Sequence[int] | None = None) -> Model:
     """Capture ``module`` (in eval mode) as a deeplift Model, from example inputs (N, ...).
 
     The batch axis is exported as dynamic so the model works for any batch size. With
     ``check`` the converted forward pass is compared with the module's on the examples and a
     mismatch raises. ``unknown_ops="integrated"``: an op without a rule becomes a
     :class:`~deeplift.layers.PathIntegrated` node (not exact; see its docstring) instead of an error.
+    ``outputs``: positions of the module's outputs to keep (default all); ops that feed only the
+    others are dropped before any rule is looked up (e.g. the head you do not score).
     """
     _check_unknown_ops(unknown_ops)
     if not isinstance(module, torch.nn.Module):
@@ -1430,7 +1441,14 @@ def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = T
                              f"{type(exc).__name__}: {exc}") from exc
         with _attention_as_one_op(module):
             ep = _export(module, examples)
-        model = _Capture(ep, batch, unknown_ops).run()
+        if outputs is not None:
+            n_out = len(expected) if isinstance(expected, (tuple, list)) else 1
+            outputs = [outputs] if isinstance(outputs, int) else list(outputs)
+            if not outputs or any(not isinstance(i, int) or not 0 <= i < n_out for i in outputs):
+                raise InputError(f"outputs={outputs}: the module has {n_out} output(s); give their "
+                                 f"positions 0..{n_out - 1}")
+            expected = [(expected if n_out == 1 else expected[i]) for i in outputs]
+        model = _Capture(ep, batch, unknown_ops, outputs).run()
         if check:
             _check_forward(model, examples, expected, atol)
     return model
@@ -1491,10 +1509,10 @@ _CONVERT_LOCK = threading.RLock()
 def convert_cached(module: torch.nn.Module, inputs: Any, unknown_ops: str = "error") -> Model:
     """Convert once per module and weights version (``attribute`` accepts modules directly)."""
     with _CONVERT_LOCK:
-        return _convert_cached(module, inputs)
+        return _convert_cached(module, inputs, unknown_ops)
 
 
-def _convert_cached(module: torch.nn.Module, inputs: Any) -> Model:
+def _convert_cached(module: torch.nn.Module, inputs: Any, unknown_ops: str) -> Model:
     examples = _example_tuple(inputs if not isinstance(inputs, dict) else tuple(inputs.values()))
     key = (tuple((n, t.data_ptr(), t._version, t.dtype, t.device) for n, t in
                  list(module.named_parameters()) + list(module.named_buffers())),
