@@ -89,6 +89,8 @@ class Act(nn.Module):
             self.mod = nn.GELU()
         elif kind == "gelu_tanh":
             self.mod = nn.GELU(approximate="tanh")
+        elif kind in EXTRA_ACTIVATIONS:
+            self.mod = EXTRA_ACTIVATIONS[kind]()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.mod is not None:
@@ -231,7 +233,9 @@ class SoftmaxHidden(nn.Module):
 def spatial_block(c: Chooser, nd: int, ch: int, spatial: Sequence[int], acts: Sequence[str]) -> nn.Module:
     kind = c.choice(["conv", "conv", "bn", "maxpool", "maxpool", "avgpool", "adaptive_avg", "act",
                      "act", "residual", "concat", "gate", "scalar", "pad", "slice", "index",
-                     "transpose", "unsqueeze", "dropout", "softmax"])
+                     "transpose", "unsqueeze", "dropout", "softmax", *EXTRA_SPATIAL])
+    if kind in EXTRA_SPATIAL:
+        return extra_spatial_block(c, kind, nd, ch, spatial)
     smallest = min(spatial)
     if kind == "conv":
         return random_conv(c, nd, ch)
@@ -323,7 +327,9 @@ def to_flat(c: Chooser, nd: int) -> nn.Module:
 
 def flat_block(c: Chooser, width: int, acts: Sequence[str]) -> nn.Module:
     kind = c.choice(["linear", "linear", "bn", "act", "act", "residual", "concat", "gate", "scalar",
-                     "dropout", "softmax", "unsqueeze", "slice", "max_pool"])
+                     "dropout", "softmax", "unsqueeze", "slice", "max_pool", *EXTRA_FLAT])
+    if kind in EXTRA_FLAT:
+        return extra_flat_block(c, kind, width)
     if kind == "linear":
         return nn.Linear(width, c.int(2, 8))
     if kind == "bn":
@@ -353,6 +359,154 @@ def flat_block(c: Chooser, width: int, acts: Sequence[str]) -> nn.Module:
         return Lambda("maxpool1d(x.unsqueeze(1)).squeeze(1)",
                       lambda x: pool(x.unsqueeze(1)).squeeze(1), pool) if width >= k else nn.Identity()
     raise AssertionError(kind)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 9 part A: normalisations, attention and products of activations, more elementwise ops
+
+
+class Abs(nn.Module):
+    def forward(self, x):
+        return x.abs()
+
+
+EXTRA_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid, "mish": nn.Mish, "softsign": nn.Softsign,
+    "abs": Abs}
+ACTIVATIONS.extend(EXTRA_ACTIVATIONS)
+SMOOTH_ACTIVATIONS.append("mish")
+
+EXTRA_SPATIAL = ["layer_norm", "group_norm", "instance_norm", "rms_norm", "attention", "attention",
+                 "elementwise", "elementwise"]
+EXTRA_FLAT = ["layer_norm", "elementwise", "elementwise", "elementwise", "logsumexp"]
+
+
+def _random_affine(norm: nn.Module) -> nn.Module:
+    """Random γ (some negative) and β, so that the affine part of a norm is exercised."""
+    with torch.no_grad():
+        for p in norm.parameters():
+            p.copy_(torch.randn(p.shape) * (1.0 if p.ndim and p is getattr(norm, "weight", None) else 0.3))
+    return norm
+
+
+class Attention(nn.Module):
+    """Self-attention over the positions of ``(N, C, *S)`` with ``heads`` heads: q, k, v from
+    linear maps of the tokens, written as ``style``: ``sdpa`` (with ``mask``: None, "causal",
+    "bool", "float"), ``manual`` (Hugging Face BERT style: matmul, / sqrt(d), + mask, softmax,
+    dropout, matmul) or ``einsum``."""
+
+    def __init__(self, c: Chooser, ch: int) -> None:
+        super().__init__()
+        self.heads = c.choice([h for h in (1, 2) if ch % h == 0])
+        self.style = c.choice(["sdpa", "manual", "einsum"])
+        self.mask = c.choice([None, "causal", "bool", "float"])
+        self.q, self.k, self.v = (nn.Linear(ch, ch) for _ in range(3))
+        self.drop = nn.Dropout(0.1)
+
+    def _mask(self, length: int, dtype) -> Tensor | None:
+        if self.mask is None:
+            return None
+        keep = torch.ones(length, length, dtype=torch.bool).tril()
+        if self.mask in ("causal", "bool"):
+            return keep
+        return torch.zeros(length, length, dtype=dtype).masked_fill(~keep, float("-inf"))
+
+    def forward(self, x):
+        shape = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # (N, L, C)
+        n, length, ch = tokens.shape
+        d = ch // self.heads
+
+        def heads(t):
+            return t.view(n, length, self.heads, d).permute(0, 2, 1, 3)
+
+        q, k, v = heads(self.q(tokens)), heads(self.k(tokens)), heads(self.v(tokens))
+        mask = self._mask(length, x.dtype)
+        if self.style == "sdpa":
+            if self.mask == "causal":
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            if self.style == "manual":
+                scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d)
+            else:
+                scores = torch.einsum("bhld,bhmd->bhlm", q, k) * (1 / math.sqrt(d))
+            if mask is not None:
+                if mask.dtype == torch.bool:
+                    mask = torch.zeros(mask.shape, dtype=x.dtype).masked_fill(~mask, torch.finfo(x.dtype).min)
+                scores = scores + mask
+            weights = self.drop(torch.softmax(scores, dim=-1))
+            out = (torch.matmul(weights, v) if self.style == "manual"
+                   else torch.einsum("bhlm,bhmd->bhld", weights, v))
+        return out.permute(0, 2, 1, 3).reshape(n, length, ch).transpose(1, 2).reshape(shape).contiguous()
+
+    def extra_repr(self) -> str:
+        return f"style={self.style}, heads={self.heads}, mask={self.mask}"
+
+
+def extra_spatial_block(c: Chooser, kind: str, nd: int, ch: int, spatial: Sequence[int]) -> nn.Module:
+    if kind == "layer_norm":
+        if c.bool():
+            return _random_affine(nn.LayerNorm(spatial[-1]))
+        return _random_affine(nn.LayerNorm([ch, *spatial]))
+    if kind == "group_norm":
+        return _random_affine(nn.GroupNorm(c.choice([g for g in (1, 2, 3) if ch % g == 0]), ch))
+    if kind == "instance_norm":
+        norm = {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[nd]
+        return _random_affine(norm(ch, affine=c.bool()))
+    if kind == "rms_norm":
+        return _random_affine(nn.RMSNorm(spatial[-1], eps=c.choice([1e-5, 1e-3])))  # see test_normalization
+    if kind == "attention":
+        return Attention(c, ch)
+    if kind == "elementwise":
+        return extra_flat_block(c, kind, ch)
+    raise AssertionError(kind)
+
+
+_ELEMENTWISE = {
+    "torch.log1p(x.abs())": lambda x: torch.log1p(x.abs()),
+    "torch.log(F.softplus(x) + 0.1)": lambda x: torch.log(F.softplus(x) + 0.1),
+    "torch.sqrt(F.softplus(x))": lambda x: torch.sqrt(F.softplus(x)),
+    "torch.rsqrt(x * x + 1)": lambda x: torch.rsqrt(x * x + 1),
+    "x / (1 + torch.exp(x))": lambda x: x / (1 + torch.exp(x)),
+    "1.5 / (x.abs() + 1)": lambda x: 1.5 / (x.abs() + 1),
+    "x ** 2": lambda x: x ** 2,
+    "x.pow(3) * 0.3": lambda x: x.pow(3) * 0.3,
+    "2 ** x": lambda x: 2 ** x,
+    "torch.reciprocal(x * x + 0.5)": lambda x: torch.reciprocal(x * x + 0.5),
+    "0.5 * x * (1 + torch.erf(x / math.sqrt(2)))": lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))),
+    # in-place aliases (on a fresh tensor: never on the model's input)
+    "F.hardswish(x * 1.5, inplace=True)": lambda x: F.hardswish(x * 1.5, inplace=True),
+    "(x.abs() + 0.1).sqrt_()": lambda x: (x.abs() + 0.1).sqrt_(),
+    "F.dropout(x + 0, 0.2, False, inplace=True)": lambda x: F.dropout(x + 0, 0.2, False, inplace=True),
+}
+_KINKED = {"torch.log1p(x.abs())", "1.5 / (x.abs() + 1)", "F.hardswish(x * 1.5, inplace=True)",
+           "(x.abs() + 0.1).sqrt_()"}
+
+
+def extra_flat_block(c: Chooser, kind: str, width: int) -> nn.Module:
+    if kind == "layer_norm":
+        return _random_affine(nn.LayerNorm(width))
+    if kind == "elementwise":
+        desc = c.choice(sorted(_ELEMENTWISE))
+        block = Lambda(desc, _ELEMENTWISE[desc])
+        block.kinked, block.not_relu = desc in _KINKED, True
+        return block
+    if kind == "logsumexp":
+        if width % 2:
+            block = Lambda("torch.logsumexp(x.unsqueeze(-1), -1)", lambda x: torch.logsumexp(x.unsqueeze(-1), -1))
+        else:
+            block = Lambda("torch.logsumexp(x.view(x.shape[0], 2, -1), -1)",
+                           lambda x: torch.logsumexp(x.view(x.shape[0], 2, -1), -1))
+        block.not_relu = True
+        return block
+    raise AssertionError(kind)
+
+
+#: blocks with nonlinearities other than ReLU (kept out of the guided-backprop reference models)
+EXTRA_BLOCK_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
+                     nn.InstanceNorm3d, nn.RMSNorm, Attention)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,10 +553,11 @@ _MAX_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, 
 def _allowed(block: nn.Module, smooth: bool, relu_only: bool) -> bool:
     text = repr(block)
     if smooth:  # no kinks: no max, no ReLU-family
-        return not (any(isinstance(m, _MAX_MODULES) for m in block.modules())
+        return not getattr(block, "kinked", False) and not (any(isinstance(m, _MAX_MODULES) for m in block.modules())
                     or "amax" in text or "maxpool" in text or isinstance(block, InplaceResidual))
     if relu_only:  # every nonlinearity is an nn.ReLU module (guided backprop's hook reference)
-        return not (isinstance(block, (Gate, SoftmaxHidden, InplaceResidual)))
+        return not (isinstance(block, (Gate, SoftmaxHidden, InplaceResidual, *EXTRA_BLOCK_TYPES))
+                    or getattr(block, "not_relu", False))
     return True
 
 

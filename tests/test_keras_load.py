@@ -368,6 +368,44 @@ BUILDERS = {"seq_1d": _seq_1d, "seq_2d": _seq_2d, "channels_first_2d": _channels
             "conv_3d": _conv_3d, "functional": _functional}
 
 
+
+def _norms_and_relus(keras):
+    """LayerNormalization over one and several axes, GroupNormalization, ReLU with
+    max_value/threshold/slope, and the Keras 3 activations relu6, hard_silu, mish, softsign."""
+    L = keras.layers
+    x = keras.Input((5, 6), name="tokens")
+    h = L.LayerNormalization(name="ln")(L.Dense(6)(x))
+    h = L.ReLU(max_value=6.0)(L.Dense(6, activation="mish")(h))
+    h = L.LayerNormalization(axis=[1, 2], epsilon=1e-5, name="ln2")(h)
+    h = L.ReLU(max_value=1.5, threshold=0.2, negative_slope=0.1)(L.Dense(6, activation="softsign")(h))
+    h = L.Dense(6, activation="hard_silu")(L.LayerNormalization(center=False, name="ln3")(h))
+    h = L.GroupNormalization(groups=3, epsilon=1e-4, name="gn")(h)
+    h = L.Activation("relu6")(L.Flatten()(h))
+    return keras.Model(x, L.Dense(3)(h), name="norms_and_relus")
+
+
+BUILDERS["norms_and_relus"] = _norms_and_relus
+
+
+def _transformer_block(keras):
+    """A Keras transformer encoder block: self-attention and cross-attention (MultiHeadAttention),
+    residuals, LayerNormalization, a GELU feed-forward layer."""
+    L = keras.layers
+    x = keras.Input((5, 6), name="tokens")
+    h = L.Dense(8)(x)
+    a = L.MultiHeadAttention(num_heads=2, key_dim=3, value_dim=4, name="self_attention")(h, h)
+    h = L.LayerNormalization(name="ln1")(L.Add()([h, a]))
+    memory = L.Dense(8, activation="tanh")(x)
+    c = L.MultiHeadAttention(num_heads=1, key_dim=4, use_bias=False, name="cross")(h, memory, memory)
+    h = L.LayerNormalization(name="ln2")(L.Add()([h, c]))
+    f = L.Dense(8)(L.Dense(16, activation="gelu")(h))
+    h = L.LayerNormalization(name="ln3")(L.Add()([h, f]))
+    return keras.Model(x, L.Dense(3)(L.GlobalAveragePooling1D()(h)), name="transformer_block")
+
+
+BUILDERS["transformer_block"] = _transformer_block
+
+
 def _example_inputs(model, seed: int, n: int = 3) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.normal(0.0, 1.0, (n, *inp.shape[1:])).astype("float32") for inp in model.inputs]
@@ -585,14 +623,16 @@ def test_original_naming_skips_linear_activation_and_keras_naming_keeps_it() -> 
 
 
 @pytest.mark.parametrize("layer,match", [
-    ({"class_name": "ReLU", "config": {"name": "r", "max_value": 6.0}}, r"'r' \(ReLU\).*max_value"),
-    ({"class_name": "Activation", "config": {"name": "a", "activation": "relu6"}},
-     r"'a' \(Activation\): activation 'relu6'"),
-    ({"class_name": "LSTM", "config": {"name": "rnn"}}, r"'rnn' \(LSTM\) has no DeepLIFT rule"),
-    ({"class_name": "Embedding", "config": {"name": "emb"}}, r"'emb' \(Embedding\)"),
+    ({"class_name": "LayerNormalization", "config": {"name": "r", "rms_scaling": True}},
+     r"'r' \(LayerNormalization\).*rms_scaling"),
+    ({"class_name": "Activation", "config": {"name": "a", "activation": "hard_sigmoid"}},
+     r"'a' \(Activation\): activation 'hard_sigmoid'"),
+    ({"class_name": "SimpleRNN", "config": {"name": "rnn"}}, r"'rnn' \(SimpleRNN\) has no DeepLIFT rule"),
+    ({"class_name": "Masking", "config": {"name": "m"}}, r"'m' \(Masking\)"),
 ])
 def test_unsupported_layers_name_the_layer(layer: dict, match: str) -> None:
-    weights = {"emb": {"embeddings": np.zeros((4, 3), np.float32)}}
+    weights = {"emb": {"embeddings": np.zeros((4, 3), np.float32)},
+               "r": {"gamma": np.ones(3, np.float32), "beta": np.zeros(3, np.float32)}}
     with pytest.raises(UnsupportedLayerError, match=match):
         keras_to_model(_sequential([layer], [3], weights))
 

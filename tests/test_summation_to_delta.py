@@ -233,6 +233,18 @@ def test_random_model_zoo_covers_every_layer_kind():
     assert any(isinstance(m, random_models.ChannelIndex) and m.use_index_select for m in modules)
 
 
+def test_random_model_zoo_covers_the_normalisations_attention_and_elementwise_ops():
+    """The properties above see LayerNorm/RMSNorm/GroupNorm/InstanceNorm, attention in each
+    spelling and mask, and the elementwise ops of issue 9."""
+    text = " ".join(repr(build_model(RandomChooser(seed), seed)[0]) for seed in range(100))
+    for needle in ["LayerNorm", "GroupNorm", "InstanceNorm", "RMSNorm", "style=sdpa", "style=manual",
+                   "style=einsum", "mask=causal", "mask=bool", "mask=float", "mask=None", "Hardswish",
+                   "Hardsigmoid", "Mish", "Softsign", "Abs", "torch.log", "logsumexp", "inplace=True"]:
+        assert needle in text, needle
+    ops = [op for op in random_models._ELEMENTWISE if op in text]
+    assert len(ops) >= len(random_models._ELEMENTWISE) - 3, ops  # (each one: test_elementwise.py)
+
+
 def test_node_deltas_are_rounding_for_exact_rules_and_name_a_leaking_layer():
     from deeplift import layers
     from deeplift.graph import Model

@@ -342,13 +342,13 @@ class _Cumsum(nn.Module):
         return torch.cumsum(x, dim=1)
 
 
-class _DivBoth(nn.Module):
+class _Atan2(nn.Module):  # an op of two activations with no rule (division by one now has one)
     def __init__(self):
         super().__init__()
         self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
 
     def forward(self, x):
-        return self.a(x) / self.b(x)
+        return torch.atan2(self.a(x), self.b(x))
 
 
 class _Wrapped(nn.Module):
@@ -362,19 +362,12 @@ class _Wrapped(nn.Module):
         return self.body(x)
 
 
-class _LSTM(nn.Module):
+class _Bicubic(nn.Module):
+    """Bicubic weights can be negative: no sign-preserving rule (nearest/linear have one)."""
+
     def __init__(self):
         super().__init__()
-        self.rnn = nn.LSTM(4, 3, batch_first=True)
-
-    def forward(self, x):
-        return self.rnn(x)[0][:, -1]
-
-
-class _Deconv(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.up = nn.ConvTranspose1d(4, 2, 3)
+        self.up = nn.Upsample(scale_factor=2, mode="bicubic")
 
     def forward(self, x):
         return self.up(x).flatten(1)
@@ -383,10 +376,9 @@ class _Deconv(nn.Module):
 @pytest.mark.parametrize("net, x, op, where", [
     (_Wrapped(_Sort()), (3, 4), "aten.sort", "'body.1' (_Sort)"),
     (_Wrapped(_Cumsum()), (3, 4), "aten.cumsum", "'body.1' (_Cumsum)"),
-    (_Wrapped(_DivBoth()), (3, 4), "aten.div", "'body.1' (_DivBoth)"),
-    (_LSTM(), (3, 5, 4), "aten.lstm", "'rnn' (LSTM)"),
-    (_Deconv(), (3, 4, 5), "aten.conv_transpose1d", "'up' (ConvTranspose1d)"),
-], ids=["sort", "cumsum", "div_by_data", "lstm", "conv_transpose"])
+    (_Wrapped(_Atan2()), (3, 4), "aten.atan2", "'body.1' (_Atan2)"),
+    (_Bicubic(), (3, 2, 4, 4), "aten.upsample_bicubic2d", "'up' (Upsample)"),
+], ids=["sort", "cumsum", "atan2_of_data", "bicubic"])
 def test_unsupported_op_raises_naming_the_op_and_the_module_path(net, x, op, where):
     with pytest.raises(deeplift.UnsupportedLayerError) as info:
         deeplift.convert(net.double(), _randn(*x))
@@ -396,13 +388,13 @@ def test_unsupported_op_raises_naming_the_op_and_the_module_path(net, x, op, whe
     assert isinstance(info.value, deeplift.DeepLiftError)
 
 
-def test_constant_built_from_the_batch_size_is_reported_when_used():
-    class ZerosLike(nn.Module):
-        def forward(self, x):
-            return x + torch.zeros(x.size(0), 4, dtype=x.dtype)
+def test_constant_that_differs_between_examples_is_reported_when_used():
+    class ByPosition(nn.Module):
+        def forward(self, x):  # a constant per example is fine; one that numbers them is not
+            return x + torch.arange(x.size(0), dtype=x.dtype)[:, None]
 
     with pytest.raises(deeplift.UnsupportedLayerError, match="batch size"):
-        deeplift.convert(ZerosLike(), _randn(3, 4))
+        deeplift.convert(ByPosition(), _randn(3, 4))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
               softmax_centering: bool = True, return_delta: bool = False, seed: int | None = None,
               max_routing: str = "conserving", original_quirks: bool = False,
               additional_forward_args: Any = None, baselines: Any = None,
-              return_node_deltas: bool = False):
+              return_node_deltas: bool = False, unknown_ops: str = "error"):
     """Importance scores of ``inputs`` for ``target`` output(s) of ``model``.
 
     model: a :class:`deeplift.Model` or a ``torch.nn.Module`` (converted once and cached).
@@ -51,6 +51,9 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
     baselines: Captum's name for ``references`` (give one or the other).
     return_node_deltas: also return a per-layer table (``plan.NodeDeltas``, a dict) of the
         largest conservation error of each layer's own rule, to see which node leaks.
+    unknown_ops: "error" (default) or "integrated": when an nn.Module is converted here, an op
+        without a rule gets path-integrated multipliers instead of an error (not exact: its
+        leftover delta shows in the node table).
 
     Returns scores shaped like the inputs (NumPy in, NumPy out; torch in, torch out), one per
     input layer (a tuple when the model has several), then the delta and the node table when asked for, in that order.
@@ -61,5 +64,6 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
         references = baselines
     plan = make_plan(model, inputs, references, method, target, target_layer, score_layer,
                      batch_size, progress, steps, hypothetical, softmax_centering, return_delta,
-                     seed, max_routing, original_quirks, additional_forward_args, return_node_deltas)
+                     seed, max_routing, original_quirks, additional_forward_args, return_node_deltas,
+                     unknown_ops)
     return execute(plan)

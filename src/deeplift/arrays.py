@@ -105,7 +105,10 @@ def prepare_inputs(model: Model, inputs: Any) -> tuple[list[Tensor], bool, torch
     user_device = None if to_numpy else next(p.device for p in parts if isinstance(p, Tensor))
     tensors = []
     for name, part in zip(model.input_names, parts):
-        t = to_tensor(part, f"input {name!r}", model.dtype, model.device)
+        # issue 9: token ids (an Input captured with an integer dtype) stay integer
+        dtype = getattr(model.layers[name], "dtype", None)
+        token_ids = dtype is not None and not dtype.is_floating_point
+        t = to_tensor(part, f"input {name!r}", dtype if token_ids else model.dtype, model.device)
         expected = getattr(model.layers[name], "shape", None)
         if t.ndim == 0:
             raise InputError(f"input {name!r} is a scalar; expected a batch (N, ...)")

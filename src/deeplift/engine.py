@@ -309,9 +309,10 @@ class PairRunner:
         self.batch_size = batch_size
         n = xs[0].shape[0]
         t = len(self.spec.indices)
-        scores = [torch.zeros((n, t, *self.shapes[s][1:]), dtype=xs[0].dtype, device=xs[0].device)
+        dtype = self.model.dtype  # scores of integer token inputs are floating too
+        scores = [torch.zeros((n, t, *self.shapes[s][1:]), dtype=dtype, device=xs[0].device)
                   for s in self.score_names]
-        deltas = torch.zeros((n, n_refs, t), dtype=xs[0].dtype, device=xs[0].device)
+        deltas = torch.zeros((n, n_refs, t), dtype=dtype, device=xs[0].device)
         n_pairs = n * n_refs
         per_batch = self.method.pairs_per_batch(batch_size, steps)
         batches = range(0, n_pairs, per_batch)

@@ -123,7 +123,7 @@ class Model:
                     return t.dtype
         for n in self.input_names:  # no floating weights: the dtype the inputs were captured with
             dtype = getattr(self.layers[n], "dtype", None)
-            if dtype is not None:
+            if dtype is not None and dtype.is_floating_point:
                 return dtype
         return torch.get_default_dtype()
 

@@ -156,8 +156,9 @@ def resolve_target(model: Model, target: Any, layer: str, shapes: dict[str, tupl
 # models, layers
 
 
-def as_model(model: Any, inputs: Any = None) -> Model:
-    """A deeplift Model from a Model, a live Keras model or an nn.Module (converted and cached)."""
+def as_model(model: Any, inputs: Any = None, unknown_ops: str = "error") -> Model:
+    """A deeplift Model from a Model, a live Keras model or an nn.Module (converted and cached;
+    ``unknown_ops`` as in ``deeplift.convert``)."""
     if isinstance(model, Model):
         return model
     from .frontends.keras import _is_keras_model
@@ -168,7 +169,7 @@ def as_model(model: Any, inputs: Any = None) -> Model:
         from .frontends.torch import convert_cached
         if inputs is None:
             raise InputError("an nn.Module needs example inputs to be converted")
-        return convert_cached(model, inputs)
+        return convert_cached(model, inputs, unknown_ops)
     raise InputError(f"model must be a deeplift.Model or a torch.nn.Module, got {type(model).__name__}")
 
 
@@ -241,12 +242,14 @@ def make_plan(model: Any, inputs: Any, references: Any = None, method: Any = "re
               hypothetical: bool = False, softmax_centering: bool = True,
               return_delta: bool = False, seed: int | None = None, max_routing: str = "conserving",
               original_quirks: bool = False, additional_forward_args: Any = None,
-              return_node_deltas: bool = False) -> Plan:
+              return_node_deltas: bool = False, unknown_ops: str = "error") -> Plan:
     """Check and convert the arguments of :func:`deeplift.attribute` (which documents them)."""
     m = get_method(method)
     extra = _as_tuple(additional_forward_args)
     all_inputs = inputs if not extra else (*_as_tuple(inputs), *extra)
-    model = rules_model(as_model(model, all_inputs))  # float16/bfloat16: a float32 copy
+    if unknown_ops not in ("error", "integrated"):
+        raise InputError(f"unknown_ops must be 'error' or 'integrated', got {unknown_ops!r}")
+    model = rules_model(as_model(model, all_inputs, unknown_ops))  # float16/bfloat16: a float32 copy
     if max_routing not in ("conserving", "gradient"):
         raise InputError(f"max_routing must be 'conserving' or 'gradient', got {max_routing!r}")
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
@@ -334,7 +337,7 @@ def execute(plan: Plan):
         runner.node_errors = {}
     scores, deltas = runner.run(plan.xs, plan.refs, plan.n_refs, plan.batch_size, plan.steps,
                                 plan.progress)
-    _warn_if_not_conserved(runner, plan.xs[0].dtype, plan.options.max_routing)
+    _warn_if_not_conserved(runner, plan.model.dtype, plan.options.max_routing)
     single = plan.target.single
     outputs = [s if not single else s[:, 0] for s in scores]
     outputs = [arrays.to_user(o, plan.to_numpy, plan.user_device) for o in outputs]

@@ -100,10 +100,23 @@ def _convert_unchecked(source: Source, x: np.ndarray) -> Any:
     try:
         return convert_module(source.module, torch.from_numpy(x[:2]), check=False)
     except UnsupportedLayerError as exc:
+        print_unsupported_table(source.spec, exc)
         raise _unsupported(source.spec, exc) from exc
     except InputError as exc:  # the module itself fails on inputs of this shape
         raise CliError(f"{source.spec}: {_text(exc)}",
                        "give --input-shape as the shape of one example the module's forward expects") from exc
+
+
+def print_unsupported_table(spec: Any, exc: Exception) -> None:
+    """Every op without a rule (when there are several): op, count, first call, and why."""
+    rows = getattr(exc, "ops", None) or []
+    if len(rows) < 2:
+        return
+    print(f"model: {spec}: unsupported ops")
+    width = max(len(r["op"]) for r in rows)
+    print(f"  {'op':{width}s}  count  first use")
+    for r in rows:
+        print(f"  {r['op']:{width}s}  {r['count']:5d}  {r['first']}")
 
 
 def layer_table(model: Any) -> list[str]:

@@ -180,6 +180,12 @@ def _load_weights(module: Any, path: Path) -> None:
 
 
 def _unsupported(spec: Any, exc: Exception) -> CliError:
+    rows = getattr(exc, "ops", None) or []
+    if len(rows) > 1:  # every op without a rule, by name and count (check prints the whole table)
+        listed = ", ".join(f"{row['op']} ({row['count']}x)" for row in rows)
+        return CliError(f"model {spec} has {sum(r['count'] for r in rows)} unsupported ops: {listed}",
+                        "rewrite those parts with supported ops or ask for rules "
+                        "(deeplift check MODEL shows where each one is called)")
     return CliError(f"model {spec} has an unsupported op: {_problem(exc)}",
                     "rewrite that part with supported ops (convolutions, dense, pooling, common "
                     "activations, add/multiply/concatenate, reshapes) or ask for a rule")

@@ -52,8 +52,10 @@ from ..graph import Model
 from ..layers import (ELU, GELU, SELU, Add, AvgPool, BatchNorm, Concat, Conv, Dense, Exp, Flatten,
                       Identity, Input, LeakyReLU, MaxPool, MaxReduce, Mul, Pad, Permute, PReLU,
                       Reduce, ReLU, Reshape, ScalarMul, Sigmoid, SiLU, Softmax, Softplus, Sub, Tanh)
+from ..layers import Clamp, Hardswish, MatMul, Mish, Normalize, Softsign, ThresholdedReLU
 from ..layers.base import Layer
 from .keras_format import KerasLayer, KerasModel, read_keras_config, read_keras_file
+from .keras_sequence import SEQUENCE_HANDLERS
 
 __all__ = ["load_keras", "keras_to_model", "read_live_keras_model", "NAMINGS"]
 
@@ -75,18 +77,12 @@ _IDENTITY_CLASSES = {
 
 _WHY_UNSUPPORTED = {
     "Lambda": "Lambda layers hold code, which deeplift never runs",
-    "Embedding": "an embedding lookup of integer inputs has no difference-from-reference to "
-                 "score; score the embedding output instead (a model that starts after it)",
     "Masking": "masks are not propagated",
     "Maximum": "an elementwise maximum of several tensors has no rule here",
     "Minimum": "an elementwise minimum of several tensors has no rule here",
     "UpSampling1D": "upsampling has no rule here",
     "UpSampling2D": "upsampling has no rule here",
     "UpSampling3D": "upsampling has no rule here",
-    "LayerNormalization": "layer normalisation divides by a per-example statistic, which has no "
-                          "DeepLIFT rule here",
-    "GroupNormalization": "group normalisation divides by a per-example statistic, which has no "
-                          "DeepLIFT rule here",
 }
 _RECURRENT = {"SimpleRNN", "LSTM", "GRU", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D",
               "ConvLSTM3D", "TimeDistributed", "CuDNNLSTM", "CuDNNGRU"}
@@ -430,7 +426,10 @@ class _Converter:
     def input_layer(self, layer, name, inputs):
         if self.naming == "original":
             name = "input" if self.sequential else f"{layer.name}_0"
-        return self._emit(Input(self._input_shape(layer), dtype=self.dtype), name, [])
+        dtype = self.dtype  # token ids (an Embedding's input) stay integer
+        if str(layer.config.get("dtype", "")).startswith(("int", "uint")):
+            dtype = torch.int64
+        return self._emit(Input(self._input_shape(layer), dtype=dtype), name, [])
 
     def dense(self, layer, name, inputs):
         x = self._one_input(layer, inputs)
@@ -574,6 +573,91 @@ class _Converter:
                        eps=float(cfg.get("epsilon", 1e-3)), axis=int(axis))
         return self._emit(bn, name, [x])
 
+    def layer_norm(self, layer, name, inputs):
+        x = self._one_input(layer, inputs)
+        cfg, w = layer.config, layer.weights
+        if cfg.get("rms_scaling"):
+            raise UnsupportedLayerError(f"layer {layer.name!r} (LayerNormalization) uses rms_scaling, "
+                                        "which has no DeepLIFT rule here")
+        rank = len(self.shape(x)) + 1
+        axes = cfg.get("axis", -1)
+        axes = sorted({(int(a) % rank) - rank for a in (axes if isinstance(axes, list) else [axes])})
+        if any(a == -rank for a in axes):
+            raise UnsupportedLayerError(f"layer {layer.name!r} (LayerNormalization) normalises over "
+                                        "the batch axis")
+        # gamma/beta have the sizes of the normalised axes: broadcast them over the others
+        shape = [1 if d - (rank - 1) not in axes else s for d, s in enumerate(self.shape(x))]
+
+        def param(key: str, flag: str):
+            if not cfg.get(flag, True) or key not in w:
+                return None
+            return self._t(np.asarray(w[key]).reshape(shape))
+        norm = Normalize(axes, float(cfg.get("epsilon", 1e-3)), param("gamma", "scale"),
+                         param("beta", "center"))
+        return self._emit(norm, name, [x])
+
+    def group_norm(self, layer, name, inputs):
+        x = self._one_input(layer, inputs)
+        cfg, w = layer.config, layer.weights
+        rank = len(self.shape(x)) + 1
+        axis = int(cfg.get("axis", -1)) % rank
+        if axis not in (1, rank - 1) or rank < 3:
+            raise UnsupportedLayerError(f"layer {layer.name!r} (GroupNormalization) over axis {axis} of a "
+                                        f"rank-{rank} input; only the channel axis (first or last) is supported")
+        nd = rank - 2
+        shape = (-1, *([1] * nd))  # γ, β per channel of the channels-first view
+
+        def param(key: str, flag: str):
+            if not cfg.get(flag, True) or key not in w:
+                return None
+            return self._t(np.asarray(w[key]).reshape(shape))
+        norm = Normalize((-1,), float(cfg.get("epsilon", 1e-3)), param("gamma", "scale"), param("beta", "center"),
+                         groups=int(cfg.get("groups", 32)))
+        return self._chain(name, [x], [(norm, "cf")], nd, channels_last=axis == rank - 1)
+
+    def multi_head_attention(self, layer, name, inputs):
+        """Keras ``MultiHeadAttention(query, value[, key])`` on (N, T, E) inputs: projections,
+        heads, ``softmax(q·kᵀ/sqrt(key_dim))·v`` (products by the Shapley rule), output projection."""
+        cfg = layer.config
+        if len(inputs) not in (2, 3):
+            raise UnsupportedLayerError(f"layer {layer.name!r} (MultiHeadAttention) with {len(inputs)} "
+                                        "inputs (an attention mask?) is not supported")
+        if cfg.get("use_gate") or cfg.get("sliding_window") or cfg.get("output_shape"):
+            raise UnsupportedLayerError(f"layer {layer.name!r} (MultiHeadAttention): use_gate, "
+                                        "sliding_window and output_shape are not supported")
+        query, value = inputs[0], inputs[1]
+        key = inputs[2] if len(inputs) == 3 else value
+        if len(self.shape(query)) != 2 or cfg.get("attention_axes") not in (None, [1], (1,)):
+            raise UnsupportedLayerError(f"layer {layer.name!r} (MultiHeadAttention) is supported on "
+                                        "(batch, length, features) inputs attending over the length")
+        w = _mha_weights(layer)
+        heads, key_dim = int(cfg["num_heads"]), int(cfg["key_dim"])
+
+        def project(x: str, sub: str) -> str:
+            kernel = np.asarray(w[f"{sub}/kernel"])  # (E, heads, dim)
+            bias = w.get(f"{sub}/bias")
+            dense = Dense(self._t(kernel.reshape(kernel.shape[0], -1).T),
+                          None if bias is None else self._t(np.asarray(bias).reshape(-1)))
+            h = self._emit(dense, f"{name}/{sub}", [x], auxiliary=True)
+            h = self._emit(Reshape([-1, heads, kernel.shape[-1]]), f"{name}/{sub}/heads", [h], auxiliary=True)
+            return self._emit(Permute((0, 2, 1, 3)), f"{name}/{sub}/first", [h], auxiliary=True)
+
+        q, k, v = project(query, "query_dense"), project(key, "key_dense"), project(value, "value_dense")
+        kt = self._emit(Permute((0, 1, 3, 2)), f"{name}/key_t", [k], auxiliary=True)
+        scores = self._emit(MatMul(), f"{name}/scores", [q, kt], auxiliary=True)
+        scale = torch.tensor(1.0 / np.sqrt(key_dim), dtype=self.dtype)
+        scores = self._emit(ScalarMul(scale), f"{name}/scaled", [scores], auxiliary=True)
+        probs = self._emit(Softmax(-1), f"{name}/weights", [scores], auxiliary=True)
+        out = self._emit(MatMul(), f"{name}/context", [probs, v], auxiliary=True)
+        out = self._emit(Permute((0, 2, 1, 3)), f"{name}/context_t", [out], auxiliary=True)
+        kernel = np.asarray(w["output_dense/kernel"])  # (heads, value_dim, E_out)
+        out = self._emit(Reshape([-1, kernel.shape[0] * kernel.shape[1]]), f"{name}/merged", [out],
+                         auxiliary=True)
+        bias = w.get("output_dense/bias")
+        dense = Dense(self._t(kernel.reshape(-1, kernel.shape[-1]).T),
+                      None if bias is None else self._t(np.asarray(bias)))
+        return self._emit(dense, name, [out])
+
     def activation(self, layer, name, inputs):
         x = self._one_input(layer, inputs)
         act = self._activation(layer.config.get("activation", "linear"), layer)
@@ -589,9 +673,7 @@ class _Converter:
         max_value, threshold = cfg.get("max_value"), float(cfg.get("threshold", 0.0) or 0.0)
         slope = float(cfg.get("negative_slope", 0.0) or 0.0)
         if max_value is not None or threshold != 0.0:
-            raise UnsupportedLayerError(
-                f"layer {layer.name!r} (ReLU) has max_value={max_value}, threshold={threshold}; "
-                "only the plain ReLU and negative_slope are supported")
+            return self._emit(keras_relu(max_value, threshold, slope), name, [x])
         return self._emit(LeakyReLU(slope) if slope else ReLU(), name, [x])
 
     def leaky_relu(self, layer, name, inputs):
@@ -748,7 +830,42 @@ _ACTIVATIONS: dict[str, Callable[[], Layer]] = {
     "silu": SiLU,
     "leaky_relu": lambda: LeakyReLU(0.2),
     "exponential": Exp,
+    # Keras 3 names (hard_sigmoid is left out: Keras 2 and 3 define it differently)
+    "relu6": lambda: Clamp(0.0, 6.0),
+    "hard_silu": Hardswish,
+    "hard_swish": Hardswish,
+    "mish": Mish,
+    "softsign": Softsign,
 }
+
+
+def _mha_weights(layer: KerasLayer) -> dict[str, Any]:
+    """MultiHeadAttention's variables by sub-layer: ``.keras`` files name them so already; ``.h5``
+    files list them as kernel, bias, kernel_1, bias_1, ... (query, key, value, output)."""
+    w = layer.weights
+    if "query_dense/kernel" in w:
+        return w
+    use_bias = layer.config.get("use_bias", True)
+    per = 2 if use_bias else 1
+    keys = sorted(w, key=lambda k: (int(k.rsplit("_", 1)[1]) if k[-1].isdigit() else 0, k != "kernel"))
+    subs = ("query_dense", "key_dense", "value_dense", "output_dense")
+    if len(keys) != per * len(subs):
+        raise ModelFormatError(f"layer {layer.name!r} (MultiHeadAttention) stores {len(keys)} variables; "
+                               f"expected {per * len(subs)}")
+    out = {}
+    for i, sub in enumerate(subs):
+        out[f"{sub}/kernel"] = w[keys[per * i]]
+        if use_bias:
+            out[f"{sub}/bias"] = w[keys[per * i + 1]]
+    return out
+
+
+def keras_relu(max_value: float | None, threshold: float, negative_slope: float) -> Layer:
+    """Keras' ``ReLU(max_value, threshold, negative_slope)``: ``max_value`` from there on, ``x``
+    from ``threshold`` on, ``negative_slope·(x − threshold)`` below it."""
+    if threshold == 0.0 and negative_slope == 0.0:
+        return Clamp(0.0, None if max_value is None else float(max_value), inclusive=False)
+    return ThresholdedReLU(None if max_value is None else float(max_value), threshold, negative_slope)
 
 _HANDLERS: dict[str, Callable[..., str]] = {
     "InputLayer": _Converter.input_layer,
@@ -760,6 +877,9 @@ _HANDLERS: dict[str, Callable[..., str]] = {
     **{f"Global{kind}Pooling{n}D": _Converter.global_pooling
        for kind in ("Max", "Average") for n in (1, 2, 3)},
     "BatchNormalization": _Converter.batch_norm,
+    "LayerNormalization": _Converter.layer_norm,
+    "GroupNormalization": _Converter.group_norm,
+    "MultiHeadAttention": _Converter.multi_head_attention,
     "Activation": _Converter.activation,
     "ReLU": _Converter.relu,
     "LeakyReLU": _Converter.leaky_relu,
@@ -778,3 +898,5 @@ _HANDLERS: dict[str, Callable[..., str]] = {
     "Average": _Converter.average,
     "Concatenate": _Converter.concatenate,
 }
+# issue 9 part B: LSTM/GRU/Bidirectional, Embedding, UpSampling (keras_sequence.py)
+_HANDLERS.update(SEQUENCE_HANDLERS)

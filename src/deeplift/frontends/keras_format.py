@@ -357,11 +357,38 @@ def _keras3_collect(model: dict, group: h5py.Group, prefix: str,
         if _entry_class(entry) in _MODEL_CLASSES:
             _keras3_collect(entry, child, prefix + name + "/", out, source)
             continue
-        vars_group = child.get("vars")
-        arrays = [] if vars_group is None else [
-            _read_var(vars_group[str(i)]) for i in range(len(vars_group))]
+        arrays = []
+        for group_path in _RECURRENT_VAR_GROUPS.get(_entry_class(entry), ("vars",)):
+            vars_group = child.get(group_path)
+            arrays += [] if vars_group is None else [
+                _read_var(vars_group[str(i)]) for i in range(len(vars_group))]
         names = _keras3_var_names(entry, len(arrays), source, prefix + name)
         out[prefix + name] = dict(zip(names, arrays))
+        if _entry_class(entry) == "MultiHeadAttention":  # its projections are sub-layers
+            out[prefix + name].update(_sublayer_vars(child, _MHA_SUBLAYERS))
+
+
+#: MultiHeadAttention's sub-layers, in the order its variables are created
+_MHA_SUBLAYERS = ("query_dense", "key_dense", "value_dense", "output_dense")
+
+
+def _sublayer_vars(group: h5py.Group, sublayers: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """``{"query_dense/kernel": ..., "query_dense/bias": ...}`` from a layer's sub-layer groups."""
+    out = {}
+    for sub in sublayers:
+        vars_group = group.get(f"{sub}/vars")
+        if vars_group is None:
+            continue
+        for i, key in zip(range(len(vars_group)), ("kernel", "bias")):
+            out[f"{sub}/{key}"] = _read_var(vars_group[str(i)])
+    return out
+
+
+#: recurrent layers keep their variables in their cell (Bidirectional: forward layer first)
+_RECURRENT_VAR_GROUPS = {
+    **{cls: ("cell/vars",) for cls in ("LSTM", "GRU")},
+    "Bidirectional": ("forward_layer/cell/vars", "backward_layer/cell/vars"),
+}
 
 
 def _read_var(dataset: h5py.Dataset) -> np.ndarray:
@@ -423,6 +450,12 @@ def _expected_weights(cls: str, config: dict) -> list[str] | None:
         return ["alpha"]
     if cls == "Embedding":
         return ["embeddings"]
+    if cls in ("LSTM", "GRU"):
+        return ["kernel", "recurrent_kernel", *bias]
+    if cls == "Bidirectional":  # the two directions' variables; repeated names get _1
+        inner = config.get("layer", {}).get("config", {}) if isinstance(config.get("layer"), dict) else {}
+        one = ["kernel", "recurrent_kernel", *(["bias"] if inner.get("use_bias", True) else [])]
+        return one + [f"{n}_1" for n in one]
     if cls in _NO_WEIGHT_CLASSES:
         return []
     return None

@@ -26,6 +26,12 @@ from ..layers import (ELU, GELU, SELU, AdaptiveAvgPool, Add, AvgPool, BatchNorm,
                       Conv, Dense, Exp, Flatten, Flip, Identity, Input, Layer, LeakyReLU, LogSoftmax, MaxPool,
                       MaxReduce, Mul, Pad, Permute, PReLU, ReLU, Reduce, Reshape, ScalarMul,
                       Select, Sigmoid, SiLU, Slice, Softmax, Softplus, Squeeze, Sub, Tanh, Unsqueeze)
+from ..layers.structure import BatchConstant
+from .torch_recurrent import RECURRENT_OPS, StackedStates, select_row
+from .torch_structure import (BROADCASTING, SHAPE_ONLY, STRUCTURE_OPS, BatchMoved, Folded, conv_transposed,
+                              fold_use, fold_view, pending_use)
+from ..layers import (Abs, Einsum, Erf, Hardsigmoid, Hardswish, Log, Log1p, LogSumExp, MatMul, Mish,
+                      Normalize, PathIntegrated, Pow, Reciprocal, Rsqrt, ScalarPow, Sqrt)
 
 aten = torch.ops.aten
 
@@ -33,9 +39,12 @@ aten = torch.ops.aten
 class _Capture:
     """Walks an exported graph and builds layers; one instance per conversion."""
 
-    def __init__(self, ep: torch.export.ExportedProgram, batch_size: int) -> None:
+    def __init__(self, ep: torch.export.ExportedProgram, batch_size: int, unknown_ops: str = "error",
+                 outputs: Sequence[int] | None = None) -> None:
         self.ep = ep
+        self.keep_outputs = None if outputs is None else list(outputs)
         self.batch_size = batch_size
+        self.unknown_ops = _check_unknown_ops(unknown_ops)
         self.layers: list[Layer] = []
         self.names: set[str] = set()
         self.value: dict[str, Any] = {}     # node name -> layer name (batch-dependent) or a constant
@@ -53,8 +62,9 @@ class _Capture:
     def is_layer(self, v: Any) -> bool:
         return isinstance(v, _LayerRef)
 
-    def add(self, layer: Layer, node: torch.fx.Node, inputs: Sequence["_LayerRef"]) -> "_LayerRef":
-        layer.name = self._unique_name(node)
+    def add(self, layer: Layer, node: torch.fx.Node, inputs: Sequence["_LayerRef"],
+            suffix: str | None = None) -> "_LayerRef":
+        layer.name = self._unique_name(node, suffix)
         layer.set_inputs([i.name for i in inputs])
         self.layers.append(layer)
         return _LayerRef(layer.name)
@@ -72,6 +82,54 @@ class _Capture:
         if isinstance(v, (int, float, bool)):
             v = torch.tensor(float(v), dtype=self.dtype)
         return self.constant_layer(v, node)
+
+    # -- for the rule modules (torch_structure.py, torch_recurrent.py) ------------------------------
+    def where(self, node: torch.fx.Node) -> str:
+        return _where(node)
+
+    def is_batch_size(self, v: Any) -> bool:
+        return isinstance(v, _BatchSize)
+
+    def need_constant(self, v: Any, what: str, node: torch.fx.Node) -> Tensor | None:
+        return _need_constant(v, what, node)
+
+    def constant_value(self, v: Any) -> Tensor | None:
+        """A constant argument's value (one example's worth for a batch-dependent one); None when
+        it depends on the inputs."""
+        if isinstance(v, _BatchDependent):
+            try:
+                v = v.at(1)
+            except Exception:  # noqa: BLE001 - not computable from the batch size alone
+                return None
+        return v if isinstance(v, Tensor) else None
+
+    def batch_multiple(self, v: Any) -> int | None:
+        """``k`` when ``v`` is ``k`` times the batch size (``x.shape[0]``, ``16 * x.shape[0]``)."""
+        if isinstance(v, _BatchSize):
+            return 1
+        if isinstance(v, _BatchDependent):
+            try:
+                one, three = v.at(1), v.at(3)
+            except Exception:  # noqa: BLE001 - not a function of the batch size alone
+                return None
+            if isinstance(one, int) and isinstance(three, int) and three == 3 * one and one > 0:
+                return one
+        return None
+
+    def bind(self, target: Any, args: list, kwargs: dict) -> dict:
+        return _bind(target, args, kwargs)
+
+    def batch_constant(self, v: "_BatchDependent", node: torch.fx.Node) -> "_LayerRef":
+        """A layer for a constant that repeats one value for every example (its batch size comes
+        from the first input); refused with the constant's own error when it is not of that form."""
+        value = v.per_example()
+        if value is None:
+            raise v.error
+        layer = BatchConstant(value)
+        layer.name = self._unique_name(node, suffix="const")
+        layer.set_inputs([self.value[self.user_inputs[0]].name])
+        self.layers.append(layer)
+        return _LayerRef(layer.name)
 
     def _unique_name(self, node: torch.fx.Node, suffix: str | None = None) -> str:
         stack = node.meta.get("nn_module_stack") or {}
@@ -103,19 +161,36 @@ class _Capture:
                     path = list(stack.values())[-1][0]
                     self._module_calls[path] = self._module_calls.get(path, 0) + 1
         self.dtype = torch.get_default_dtype()
+        # ops that feed no (chosen) output are dropped before any rule is looked up
+        live = _live_nodes(graph, self.keep_outputs)
+        failures: list[tuple[torch.fx.Node, UnsupportedLayerError]] = []
         for node in graph.nodes:
             if node.op == "placeholder":
                 self._placeholder(node)
             elif node.op == "call_function":
-                self.value[node.name] = self._call(node)
+                if node.name not in live:
+                    continue
+                try:
+                    self.value[node.name] = self._call(node)
+                except UnsupportedLayerError as exc:  # keep going: every problem in one report
+                    failures.append((node, exc))
+                    self.value[node.name] = _FAILED
             elif node.op == "output":
                 outs = node.args[0]
+                if self.keep_outputs is not None:
+                    outs = [outs[i] for i in self.keep_outputs]
                 self.outputs = []
                 for o in outs:
                     v = self.value.get(o.name) if isinstance(o, torch.fx.Node) else None
+                    if v is _FAILED:
+                        continue
                     if not self.is_layer(v):
-                        raise UnsupportedLayerError(f"model output {o} does not depend on the inputs")
+                        failures.append((node, UnsupportedLayerError(
+                            f"model output {o} does not depend on the inputs")))
+                        continue
                     self.outputs.append(v.name)
+        if failures:
+            raise _failure_report(failures)
         inputs = [self.value[n].name for n in self.user_inputs]
         return Model(self.layers, inputs=inputs, outputs=self.outputs)
 
@@ -127,7 +202,7 @@ class _Capture:
         shape = tuple(val.shape[1:]) if val is not None else None
         if val is not None and val.is_floating_point():
             self.dtype = val.dtype
-        layer = Input(shape=shape, dtype=val.dtype if val is not None and val.is_floating_point() else None)
+        layer = Input(shape=shape, dtype=val.dtype if val is not None and not val.is_complex() else None)
         layer.name = node.name
         self.names.add(node.name)
         self.layers.append(layer)
@@ -142,6 +217,12 @@ class _Capture:
 
     def _call(self, node: torch.fx.Node) -> Any:
         target = node.target
+        if any(self.value.get(n.name) is _FAILED for n in node.all_input_nodes):
+            # downstream of an op already reported: reported too only if it has no rule itself
+            if (target is not operator.getitem and target is not aten.sym_size.int
+                    and _rule_for(target) is None and op_layer_builder(target) is None):
+                raise UnsupportedLayerError(f"op {_op_name(target)} ({_where(node)}) has no DeepLIFT rule")
+            return _FAILED
         if target is operator.getitem:
             src, index = node.args
             v = self.value[src.name]
@@ -162,34 +243,77 @@ class _Capture:
             return _BatchSize()
         args = [self._arg(a) for a in node.args]
         kwargs = {k: self._arg(v) for k, v in node.kwargs.items()}
-        bound = _bind(target, args, kwargs)
         flat = _flat_args(args) + _flat_args(list(kwargs.values()))
+        moved = [a for a in flat if isinstance(a, BatchMoved)]
+        if moved:  # q, k, v = qkv.permute(2, 0, ...).unbind(0)
+            return pending_use(self, node, moved[0], target, _bind(target, args, kwargs))
+        folded = [a for a in flat if isinstance(a, Folded)]
+        if folded:  # windows folded into the batch axis
+            return fold_use(self, node, folded[0], target, args, kwargs, _rule_for)
+        stacked = [a for a in flat if isinstance(a, StackedStates)]
+        if stacked:  # h_n[i] of a recurrent layer
+            dim = 0 if target is operator.getitem else _bind(target, args, kwargs).get("dim", -1)
+            index = node.args[1] if target is operator.getitem else _bind(target, args, kwargs).get("index")
+            if _overload_packet(target) not in (operator.getitem, aten.select) or not isinstance(index, int):
+                raise UnsupportedLayerError(f"the {stacked[0].what} of a recurrent layer ({_where(node)}) "
+                                            "is used other than by whole rows (h_n[i])")
+            return select_row(self, node, stacked[0], dim, index)
+        if _overload_packet(target) in SHAPE_ONLY:  # values never read: a constant per example
+            args = [_shape_stub(a, x) for a, x in zip(args, node.args)]
+            kwargs = {k: _shape_stub(v, node.kwargs[k]) for k, v in kwargs.items()}
+            flat = _flat_args(args) + _flat_args(list(kwargs.values()))
         layer_args = [a for a in flat if self.is_layer(a)]
         deferred = [a for a in flat if isinstance(a, _BatchDependent)]
         if not layer_args:  # does not depend on the inputs: fold it into a constant
-            if deferred:
-                return deferred[0]
             try:
+                if deferred:
+                    raise deferred[0].error
                 return _evaluate(target, args, kwargs, node)
-            except UnsupportedLayerError as exc:  # built from the batch size: fails only if used
-                return _BatchDependent(exc)
+            except UnsupportedLayerError as exc:  # built from the batch size: a layer once used
+                dependent = _BatchDependent(exc, target, args, kwargs)
+                same = dependent.batch_free()
+                return dependent if same is None else same
+        if deferred and _overload_packet(target) not in RECURRENT_OPS and _overload_packet(target) not in (
+                aten.view, aten.reshape, aten._unsafe_view):
+            # a constant that repeats per example, used by an op with a rule (recurrent layers
+            # read their zero initial state themselves)
+            broadcast = _overload_packet(target) in BROADCASTING
+            args, kwargs = self._materialize(args, node, broadcast), self._materialize(kwargs, node, broadcast)
+        bound = _bind(target, args, kwargs)
         build = op_layer_builder(target)
         if build is not None:  # the user's layer for an op of theirs (deeplift.rules.register_op)
+            return self.add_user_layer(build, node, bound)
+        rule = _rule_for(target)
+        if rule is None and self.unknown_ops == "integrated":
             if deferred:
                 raise deferred[0].error
-            return self.add_user_layer(build, node, bound)
-        rule = _OPS.get(_overload_packet(target))
+            return _path_integrated(self, node, args, kwargs)
         if rule is None:
             raise UnsupportedLayerError(
                 f"op {_op_name(target)} ({_where(node)}) has no DeepLIFT rule; rewrite that part "
                 "with supported ops (deeplift.frontends.torch.supported_ops() lists them)")
-        if deferred:
-            raise deferred[0].error
         try:
             return rule(self, node, bound)
         except ValueError as exc:  # a layer refusing its arguments, e.g. a permute of the batch axis
             raise UnsupportedLayerError(f"op {_op_name(target)} ({_where(node)}): {exc}") from exc
 
+
+    def _materialize(self, v: Any, node: torch.fx.Node, broadcast: bool) -> Any:
+        """Batch-dependent constants as layers, or — for an op that broadcasts its arguments
+        against each other (an attention mask, an additive bias) — as one example's value with a
+        batch axis of 1, which the op's rule takes as an ordinary constant."""
+        if isinstance(v, _BatchDependent):
+            if broadcast:
+                value = v.per_example()
+                if value is None:
+                    raise v.error
+                return value.unsqueeze(0)
+            return self.batch_constant(v, node)
+        if isinstance(v, dict):
+            return {k: self._materialize(x, node, broadcast) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return type(v)(self._materialize(x, node, broadcast) for x in v)
+        return v
 
     def add_user_layer(self, build: Callable[..., Layer], node: torch.fx.Node, bound: dict) -> "_LayerRef":
         """A layer from ``build(**constant arguments)``, fed by the op's input-dependent tensors."""
@@ -205,6 +329,60 @@ class _Capture:
             raise UnsupportedLayerError(f"the builder registered for {_op_name(node.target)} returned "
                                         f"{type(layer).__name__}, not a deeplift Layer")
         return self.add(layer, node, inputs)
+
+
+def _live_nodes(graph: torch.fx.Graph, keep: Sequence[int] | None = None) -> set[str]:
+    """Names of the nodes the graph's outputs (those at positions ``keep``) depend on. An in-place
+    op counts as used: it may write into a tensor (or a view of one) that later nodes read, e.g.
+    ``mask[-1] = 0``."""
+    out = next(n for n in reversed(graph.nodes) if n.op == "output")
+    roots = out.all_input_nodes if keep is None else [
+        a for i, a in enumerate(out.args[0]) if i in keep and isinstance(a, torch.fx.Node)]
+    live: set[str] = set()
+    stack = list(roots) + [
+        n for n in graph.nodes if n.op == "call_function"
+        and getattr(getattr(n.target, "_schema", None), "is_mutable", False)]
+    while stack:
+        n = stack.pop()
+        if n.name not in live:
+            live.add(n.name)
+            stack.extend(n.all_input_nodes)
+    return live
+
+
+#: the value of a node whose op could not be converted (its users are not reported again)
+_FAILED = object()
+
+
+def _failure_report(failures: list[tuple[torch.fx.Node, UnsupportedLayerError]]) -> UnsupportedLayerError:
+    """One error for every op without a rule: the single error itself, or a table of op, count
+    and first use (module and the whole call) with the reason. ``.ops`` lists the rows."""
+    if len(failures) == 1:
+        node, exc = failures[0]
+        exc.ops = [{"op": _failure_op(node), "count": 1, "first": _where(node), "reason": str(exc)}]
+        return exc
+    rows: dict[str, dict] = {}
+    for node, exc in failures:
+        op = _failure_op(node)
+        if op in rows:
+            rows[op]["count"] += 1
+        else:
+            rows[op] = {"op": op, "count": 1, "first": _where(node), "reason": str(exc)}
+    width = max(len(op) for op in rows)
+    lines = [f"{len(failures)} ops of the model ({len(rows)} kinds) have no DeepLIFT rule, listed below "
+             "(deeplift.frontends.torch.supported_ops() lists the ops that have one):",
+             f"  {'op':{width}s}  count  first use"]
+    for row in rows.values():
+        lines.append(f"  {row['op']:{width}s}  {row['count']:5d}  {row['first']}")
+        if "has no DeepLIFT rule" not in row["reason"]:  # a rule exists but refuses these arguments
+            lines.append(f"  {'':{width}s}         why: {row['reason']}")
+    error = UnsupportedLayerError("\n".join(lines))
+    error.ops = list(rows.values())
+    return error
+
+
+def _failure_op(node: torch.fx.Node) -> str:
+    return "output" if node.op == "output" else _op_name(node.target)
 
 
 class _LayerRef:
@@ -227,12 +405,77 @@ class _BatchSize:
 
 class _BatchDependent:
     """A tensor computed from the batch size but not from the inputs (``torch.zeros(x.size(0),
-    ...)``). It becomes no layer; the error is raised only when an op with a rule consumes it,
-    so that an op without a rule that builds such state (``nn.LSTM``'s zero initial state) is
-    reported under its own name."""
+    ...)``, ``class_token.expand(n, -1, -1)``, a mask from ``x.new_zeros``). It is kept as the
+    recipe (op and arguments) and becomes a :class:`BatchConstant` layer when an op with a rule
+    consumes it — if it repeats one value for every example; otherwise ``error`` is raised then."""
 
-    def __init__(self, error: UnsupportedLayerError) -> None:
+    def __init__(self, error: UnsupportedLayerError, target: Any = None, args: Any = (),
+                 kwargs: Any = None) -> None:
         self.error = error
+        self.target, self.args, self.kwargs = target, args, kwargs or {}
+
+    def at(self, batch: int) -> Any:
+        """The value for a batch of ``batch`` examples."""
+        def concrete(a):
+            if isinstance(a, _BatchSize):
+                return batch
+            if isinstance(a, _BatchDependent):
+                return a.at(batch)
+            if isinstance(a, _ShapeStub):
+                return a.at(batch)
+            if isinstance(a, (list, tuple)):
+                return type(a)(concrete(x) for x in a)
+            return a
+        if self.target is None:
+            raise self.error
+        with torch.no_grad():
+            return self.target(*concrete(self.args), **{k: concrete(v) for k, v in self.kwargs.items()})
+
+    def batch_free(self) -> Tensor | None:
+        """The value when it does not change with the batch size (``x.new_zeros(7, 7)``), else None."""
+        try:
+            one, three = self.at(1), self.at(3)
+        except Exception:  # noqa: BLE001 - not computable from the batch size alone
+            return None
+        if (isinstance(one, Tensor) and isinstance(three, Tensor) and one.shape == three.shape
+                and bool((one == three).all())):
+            return one
+        return None
+
+    def per_example(self) -> Tensor | None:
+        """The one value every example gets, or None when the value is not of that form."""
+        try:
+            one, three = self.at(1), self.at(3)
+        except Exception:  # noqa: BLE001 - not computable from the batch size alone
+            return None
+        if not (isinstance(one, Tensor) and isinstance(three, Tensor) and one.ndim >= 1
+                and one.shape[0] == 1 and three.shape == (3, *one.shape[1:])):
+            return None
+        if not bool((three == one).all()):
+            return None
+        return one[0].clone()
+
+
+class _ShapeStub:
+    """Stands in for a layer's value in an op that reads only its shape and dtype (``new_zeros``,
+    ``zeros_like``): zeros of that shape for a given batch size."""
+
+    def __init__(self, val: Tensor) -> None:
+        self.shape, self.dtype = tuple(val.shape[1:]), val.dtype
+
+    def at(self, batch: int) -> Tensor:
+        return torch.zeros((batch, *self.shape), dtype=self.dtype)
+
+
+def _shape_stub(value: Any, node_arg: Any) -> Any:
+    if isinstance(value, _LayerRef):
+        val = node_arg.meta.get("val")
+        if val is None:
+            raise UnsupportedLayerError(f"no shape is known for {node_arg}")
+        return _BatchDependent(UnsupportedLayerError(f"a constant built from the shape of {node_arg} "
+                                                     "is not the same for every example"),
+                               lambda x: x, (_ShapeStub(val),))
+    return value
 
 
 def _flat_args(args: Sequence[Any]) -> list[Any]:
@@ -247,6 +490,18 @@ def _flat_args(args: Sequence[Any]) -> list[Any]:
 
 def _overload_packet(target: Any) -> Any:
     return getattr(target, "overloadpacket", target)
+
+
+def _rule_for(target: Any) -> Callable | None:
+    """The rule of an op; an in-place alias (``aten.hardswish_``, ``aten.dropout_``) gets the rule
+    of its out-of-place op: the exported graph already routes later uses to its result."""
+    packet = _overload_packet(target)
+    rule = _OPS.get(packet)
+    if rule is None:
+        name = _op_name(packet).removeprefix("aten.").split(".")[0]
+        if name.endswith("_") and not name.startswith("_"):
+            rule = _OPS.get(getattr(aten, name[:-1], None))
+    return rule
 
 
 def _op_name(target: Any) -> str:
@@ -267,8 +522,35 @@ def _where(node: torch.fx.Node) -> str:
     if trace:
         lines = [l.strip() for l in trace.strip().splitlines() if l.strip()]
         if len(lines) >= 2:
-            parts.append(f"at {lines[-2]}: {lines[-1]}")
+            parts.append(f"at {lines[-2]}: {_whole_call(lines[-2], lines[-1])}")
     return ", ".join(parts) if parts else f"node {node.name}"
+
+
+def _whole_call(location: str, first_line: str) -> str:
+    """The whole statement that starts at a traceback's ``File "f", line N, in g`` (a call written
+    over several lines is quoted in full, joined onto one line), else the line given."""
+    import io
+    import linecache
+    import re
+    import textwrap
+    import tokenize
+    found = re.match(r'File "(.+)", line (\d+)', location)
+    if not found:
+        return first_line
+    path, lineno = found.group(1), int(found.group(2))
+    text = ""
+    for k in range(lineno, lineno + 40):
+        line = linecache.getline(path, k)
+        if not line:
+            break
+        text += line
+        try:
+            list(tokenize.generate_tokens(io.StringIO(textwrap.dedent(text)).readline))
+        except (tokenize.TokenError, SyntaxError):
+            continue
+        joined = " ".join(part.strip() for part in text.splitlines() if part.strip())
+        return joined if joined.startswith(first_line.strip()[:20]) else first_line
+    return first_line
 
 
 def _bind(target: Any, args: list, kwargs: dict) -> dict[str, Any]:
@@ -319,6 +601,8 @@ def _matmul(c: _Capture, node, a) -> _LayerRef:
     x, w = a["self"], a["other"]
     if c.is_layer(x) and isinstance(w, Tensor) and w.ndim == 2:
         return c.add(Dense(w.t()), node, [x])
+    if _is_batched_matmul(c, node, x, w):
+        return _product_matmul(c, node, x, w)
     raise UnsupportedLayerError(f"{_op_name(node.target)} ({_where(node)}): only input @ constant "
                                 "matrix is supported")
 
@@ -344,7 +628,7 @@ def _conv(c: _Capture, node, a) -> _LayerRef:
     b = _need_constant(a.get("bias"), "the bias", node)
     nd = w.ndim - 2
     if a.get("transposed"):
-        raise UnsupportedLayerError(f"transposed convolution ({_where(node)}) has no DeepLIFT rule yet")
+        return conv_transposed(c, node, a)
     stride, dilation = list(a["stride"]), list(a["dilation"])
     stride = stride * nd if len(stride) == 1 else stride
     dilation = dilation * nd if len(dilation) == 1 else dilation
@@ -481,11 +765,10 @@ def _mul(c: _Capture, node, a):
 
 def _div(c: _Capture, node, a):
     x, y = a["self"], a["other"]
-    if c.is_layer(y):
-        raise UnsupportedLayerError(f"{_op_name(node.target)}: division by a value that depends on the "
-                                    f"inputs ({_where(node)}) has no DeepLIFT rule")
     if a.get("rounding_mode") is not None:
         raise UnsupportedLayerError(f"rounding division ({_where(node)}) has no DeepLIFT rule")
+    if c.is_layer(y):
+        return _divide_by_activation(c, node, x, y)
     y = y if isinstance(y, Tensor) else torch.tensor(float(y), dtype=c.dtype)
     return c.add(ScalarMul(1.0 / y), node, [x])
 
@@ -535,6 +818,9 @@ def _batch_shape(c: _Capture, node, shape) -> list[int]:
 
 
 def _view(c: _Capture, node, a):
+    folded = fold_view(c, node, a)  # issue 9: window attention folds windows into the batch axis
+    if folded is not None:
+        return folded
     return c.add(Reshape(_batch_shape(c, node, a.get("size", a.get("shape")))), node, [a["self"]])
 
 
@@ -640,7 +926,7 @@ def _identity(c: _Capture, node, a):
 def _dropout(c: _Capture, node, a):
     if a.get("train"):
         raise UnsupportedLayerError(f"dropout in training mode ({_where(node)}); call model.eval()")
-    return _identity(c, node, {"self": a["input"]})
+    return _identity(c, node, {"self": a.get("input", a.get("self"))})
 
 
 def _to_copy(c: _Capture, node, a):
@@ -700,6 +986,386 @@ _OPS: dict[Any, Callable] = {
     aten.clone: _identity, aten.contiguous: _identity, aten.alias: _identity,
     aten.detach: _identity, aten._to_copy: _to_copy, aten.to: _to_copy,
 }
+# issue 9 part B: structure ops, embeddings, upsampling, transposed convolution, LSTM/GRU
+_OPS.update(STRUCTURE_OPS)
+_OPS.update(RECURRENT_OPS)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 9 part A: products of two activations, attention, normalisations, more elementwise ops.
+# (One contiguous block; in-place aliases such as ``aten.hardswish_`` are found by _rule_for.)
+
+
+def _val(node_arg: Any):
+    return node_arg.meta.get("val") if isinstance(node_arg, torch.fx.Node) else None
+
+
+def _ndim(v: Any, node_arg: Any) -> int:
+    if isinstance(v, Tensor):
+        return v.ndim
+    val = _val(node_arg)
+    return val.ndim if val is not None else 0
+
+
+def _is_batched_matmul(c: _Capture, node, x, y) -> bool:
+    """Both operands activations of equal rank >= 3 (the batch axis first in both), or one an
+    activation of rank >= 3 and the other a constant that does not reach its batch axis."""
+    nx, ny = _ndim(x, node.args[0]), _ndim(y, node.args[1])
+    if c.is_layer(x) and c.is_layer(y):
+        if nx == ny and nx >= 3:
+            return True
+        raise UnsupportedLayerError(
+            f"{_op_name(node.target)} of two activations of shapes {tuple(_val(node.args[0]).shape)} "
+            f"and {tuple(_val(node.args[1]).shape)} ({_where(node)}): only a batched product with the "
+            "batch axis first in both operands (rank >= 3) keeps examples apart")
+    if c.is_layer(x):
+        return nx >= 3 and isinstance(y, Tensor) and 2 <= ny < nx
+    return c.is_layer(y) and ny >= 3 and isinstance(x, Tensor) and 2 <= nx < ny
+
+
+def _product_matmul(c: _Capture, node, x, y) -> _LayerRef:
+    return c.add(MatMul(), node, [c.as_layer(x, node), c.as_layer(y, node)])
+
+
+def _bmm(c: _Capture, node, a) -> _LayerRef:
+    x, y = a["self"], a["mat2"]
+    if not _is_batched_matmul(c, node, x, y):
+        raise UnsupportedLayerError(f"bmm ({_where(node)}): an operand mixes examples")
+    return _product_matmul(c, node, x, y)
+
+
+def _baddbmm(c: _Capture, node, a) -> _LayerRef:
+    """``beta·self + alpha·(batch1 @ batch2)``."""
+    x, y, base = a["batch1"], a["batch2"], a["self"]
+    if not _is_batched_matmul(c, node, x, y):
+        raise UnsupportedLayerError(f"baddbmm ({_where(node)}): an operand mixes examples")
+    out = _product_matmul(c, node, x, y)
+    alpha, beta = a.get("alpha", 1), a.get("beta", 1)
+    if alpha != 1:
+        out = c.add(ScalarMul(torch.tensor(float(alpha), dtype=c.dtype)), node, [out])
+    if beta == 0:
+        return out
+    if c.is_layer(base):
+        if beta != 1:
+            base = c.add(ScalarMul(torch.tensor(float(beta), dtype=c.dtype)), node, [base])
+    else:
+        base = base * beta
+    return c.add(Add(), node, [out, c.as_layer(base, node)])
+
+
+def _einsum(c: _Capture, node, a) -> _LayerRef:
+    operands = list(a["tensors"])
+    if len(operands) != 2:
+        raise UnsupportedLayerError(f"einsum of {len(operands)} operands ({_where(node)}); only two "
+                                    "operands have a rule (split it into pairwise products)")
+    subs, out = _explicit_einsum(a["equation"], [_val(n).ndim for n in node.args[1]])
+    batch = subs[0 if c.is_layer(operands[0]) else 1][:1]
+    refs = []
+    for k, t in enumerate(operands):
+        if c.is_layer(t):
+            refs.append(t)
+        else:  # a constant operand gets a broadcast batch axis under the batch letter
+            subs[k] = batch + subs[k]
+            refs.append(c.as_layer(t.unsqueeze(0), node))
+    return c.add(Einsum(f"{subs[0]},{subs[1]}->{out}"), node, refs)
+
+
+def _explicit_einsum(equation: str, ndims: list[int]) -> tuple[list[str], str]:
+    """Operand subscripts and output with any ``...`` written out (aligned from the right)."""
+    import string
+    lhs, _, out = equation.replace(" ", "").partition("->")
+    subs = lhs.split(",")
+    if not _:  # implicit output: the letters used once, in alphabetical order
+        letters = "".join(subs).replace(".", "")
+        out = ("..." if "..." in lhs else "") + "".join(sorted(ch for ch in set(letters) if letters.count(ch) == 1))
+    counts = [nd - (len(s) - 3) if "..." in s else 0 for s, nd in zip(subs, ndims)]
+    free = [ch for ch in string.ascii_letters if ch not in lhs + out]
+    span = "".join(free[:max(counts, default=0)])
+    subs = [s.replace("...", span[len(span) - n:]) if "..." in s else s for s, n in zip(subs, counts)]
+    return subs, out.replace("...", span)
+
+
+def _divide_by_activation(c: _Capture, node, x, y) -> _LayerRef:
+    """``x / y`` with ``y`` an activation: ``x·(1/y)`` (Reciprocal rule, then a product)."""
+    inv = c.add(Reciprocal(), node, [y])
+    if c.is_layer(x):
+        return c.add(Mul(), node, [x, inv])
+    factor = x if isinstance(x, Tensor) else torch.tensor(float(x), dtype=c.dtype)
+    return c.add(ScalarMul(factor), node, [inv])
+
+
+def _pow(c: _Capture, node, a) -> _LayerRef:
+    base, exponent = a["self"], a["exponent"]
+    if c.is_layer(base) and not c.is_layer(exponent):
+        if isinstance(exponent, Tensor):
+            if exponent.numel() != 1:
+                raise UnsupportedLayerError(f"pow with a tensor exponent ({_where(node)}) has no rule")
+            exponent = exponent.item()
+        return c.add(Pow(float(exponent)), node, [base])
+    if c.is_layer(exponent) and not c.is_layer(base):
+        if isinstance(base, Tensor):
+            if base.numel() != 1:
+                raise UnsupportedLayerError(f"pow with a tensor base ({_where(node)}) has no rule")
+            base = base.item()
+        if float(base) <= 0:
+            raise UnsupportedLayerError(f"pow of base {base} ({_where(node)}): only a positive base")
+        return c.add(ScalarPow(float(base)), node, [exponent])
+    raise UnsupportedLayerError(f"pow of two activations ({_where(node)}) has no DeepLIFT rule; write "
+                                "it as exp(b·log(a))")
+
+
+def _logsumexp(c: _Capture, node, a) -> _LayerRef:
+    dims = a["dim"]
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    ndim = _val(node.args[0]).ndim
+    if not dims or any(d % ndim == 0 for d in dims):
+        raise UnsupportedLayerError(f"logsumexp over the batch axis ({_where(node)}) mixes examples")
+    return c.add(LogSumExp(dims, a.get("keepdim", False)), node, [a["self"]])
+
+
+def _norm_affine(t: Any, node, what: str, example_ndim: int, channel_axis: bool) -> Tensor | None:
+    t = _need_constant(t, what, node)
+    if t is None or not channel_axis:
+        return t
+    return t.reshape(-1, *([1] * (example_ndim - 1)))  # per channel of (C, *S)
+
+
+def _layer_norm(c: _Capture, node, a) -> _LayerRef:
+    k = len(a["normalized_shape"])
+    return c.add(Normalize(range(-k, 0), a.get("eps", 1e-5), _need_constant(a.get("weight"), "the weight", node),
+                           _need_constant(a.get("bias"), "the bias", node)), node, [a["input"]])
+
+
+def _rms_norm(c: _Capture, node, a) -> _LayerRef:
+    k = len(a["normalized_shape"])
+    eps = a.get("eps")
+    if eps is None:  # torch's default: the machine epsilon of the input's dtype
+        eps = torch.finfo(_val(node.args[0]).dtype).eps
+    return c.add(Normalize(range(-k, 0), eps, _need_constant(a.get("weight"), "the weight", node),
+                           center=False), node, [a["input"]])
+
+
+def _group_norm(c: _Capture, node, a) -> _LayerRef:
+    ndim = _val(node.args[0]).ndim - 1
+    return c.add(Normalize((-1,), a.get("eps", 1e-5), _norm_affine(a.get("weight"), node, "the weight", ndim, True),
+                           _norm_affine(a.get("bias"), node, "the bias", ndim, True),
+                           groups=int(a["num_groups"])), node, [a["input"]])
+
+
+def _instance_norm(c: _Capture, node, a) -> _LayerRef:
+    if not a.get("use_input_stats", True):  # running statistics: a fixed affine map
+        return c.add(BatchNorm(a["running_mean"], a["running_var"], a.get("weight"), a.get("bias"),
+                               a["eps"]), node, [a["input"]])
+    ndim = _val(node.args[0]).ndim - 1
+    return c.add(Normalize(range(-(ndim - 1), 0), a.get("eps", 1e-5),
+                           _norm_affine(a.get("weight"), node, "the weight", ndim, True),
+                           _norm_affine(a.get("bias"), node, "the bias", ndim, True)), node, [a["input"]])
+
+
+def _attention(c: _Capture, node, a) -> _LayerRef:
+    """``scaled_dot_product_attention`` as its parts: ``softmax(q·kᵀ·scale + mask)·v``, with the
+    products by the Shapley rule and the exact softmax rule. A boolean or causal mask becomes an
+    additive constant of 0 / the dtype's most negative finite value (the softmax gives exactly 0
+    there, as PyTorch's does)."""
+    q, k, v = a["query"], a["key"], a["value"]
+    vals = [_val(n) for n in node.args[:3]]
+    if a.get("dropout_p", 0.0):
+        raise UnsupportedLayerError(f"attention with dropout_p={a['dropout_p']} ({_where(node)}) is random; "
+                                    "call model.eval() or pass dropout_p=0")
+    if len({t.ndim for t in vals}) != 1 or vals[0].ndim < 3:
+        raise UnsupportedLayerError(f"attention on operands of shapes {[tuple(t.shape) for t in vals]} "
+                                    f"({_where(node)}): q, k and v must have the same rank >= 3")
+    if a.get("enable_gqa") and vals[0].shape[-3] != vals[1].shape[-3]:
+        raise UnsupportedLayerError(f"grouped-query attention ({_where(node)}) has no rule yet")
+    mask = a.get("attn_mask")
+    if c.is_layer(mask) and _val(node.args[3]).dtype == torch.bool:
+        raise UnsupportedLayerError(f"a boolean attention mask computed from the inputs ({_where(node)}) "
+                                    "has no rule")
+    return _attention_layers(c, node, c.as_layer(q, node), c.as_layer(k, node), c.as_layer(v, node),
+                             vals[0].shape, vals[1].shape, vals[0].dtype, mask, a.get("is_causal"),
+                             a.get("scale"))
+
+
+def _attention_layers(c: _Capture, node, q, k, v, q_shape, k_shape, dtype, mask, is_causal: bool,
+                      scale: float | None) -> _LayerRef:
+    """``softmax(q·kᵀ·scale + mask)·v`` for q (N, ..., L, E), k (N, ..., S, E), v (N, ..., S, Ev)."""
+    ndim = len(q_shape)
+    dims = list(range(ndim))
+    dims[-1], dims[-2] = dims[-2], dims[-1]
+    kt = c.add(Permute(dims), node, [k])
+    scores = c.add(MatMul(), node, [q, kt])
+    scale = 1.0 / math.sqrt(q_shape[-1]) if scale is None else float(scale)
+    scores = c.add(ScalarMul(torch.tensor(scale, dtype=c.dtype)), node, [scores])
+    lowest = torch.finfo(dtype).min
+    if is_causal:
+        mask = torch.ones(q_shape[-2], k_shape[-2], dtype=torch.bool).tril()
+    if mask is not None:
+        if not c.is_layer(mask):
+            mask = (torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, lowest) if mask.dtype == torch.bool
+                    else mask.to(dtype).clamp(min=lowest))
+        scores = c.add(Add(), node, [scores, c.as_layer(mask, node)])
+    weights = c.add(Softmax(-1), node, [scores])
+    return c.add(MatMul(), node, [weights, v])
+
+
+def _multi_head_attention(c: _Capture, node, a) -> _LayerRef:
+    """``nn.MultiheadAttention`` (batch first), captured as one op by :func:`_attention_as_one_op`:
+    the input projections, heads, attention and output projection as layers."""
+    q_shape, k_shape = _val(node.args[0]).shape, _val(node.args[1]).shape
+    heads, dtype = int(a["num_heads"]), _val(node.args[0]).dtype
+
+    def project(x, w, b, length):
+        h = c.add(Dense(_need_constant(a[w], "the weight", node), _need_constant(a[b], "the bias", node)),
+                  node, [c.as_layer(x, node)])
+        e = a[w].shape[0]
+        h = c.add(Reshape([length, heads, e // heads]), node, [h])
+        return c.add(Permute([0, 2, 1, 3]), node, [h]), e
+
+    q, e = project(a["query"], "q_weight", "q_bias", q_shape[1])
+    k, _ = project(a["key"], "k_weight", "k_bias", k_shape[1])
+    v, ev = project(a["value"], "v_weight", "v_bias", k_shape[1])
+    head_q = (q_shape[0], heads, q_shape[1], e // heads)
+    head_k = (k_shape[0], heads, k_shape[1], e // heads)
+    out = _attention_layers(c, node, q, k, v, head_q, head_k, dtype, a.get("attn_mask"),
+                            bool(a.get("is_causal")), None)
+    out = c.add(Permute([0, 2, 1, 3]), node, [out])
+    out = c.add(Reshape([q_shape[1], ev]), node, [out])
+    return c.add(Dense(a["out_weight"], a.get("out_bias")), node, [out])
+
+
+def _check_unknown_ops(value: str) -> str:
+    if value not in ("error", "integrated"):
+        raise InputError(f"unknown_ops must be 'error' or 'integrated', got {value!r}")
+    return value
+
+
+class _Slot:
+    """Where a layer's value goes in the arguments of an op run by :class:`PathIntegrated`."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _path_integrated(c: _Capture, node, args: list, kwargs: dict) -> _LayerRef:
+    """An op without a rule as one node with path-integrated multipliers (``unknown_ops``)."""
+    val = node.meta.get("val")
+    if not isinstance(val, Tensor) or not val.is_floating_point():
+        raise UnsupportedLayerError(f"op {_op_name(node.target)} ({_where(node)}) has no DeepLIFT rule, and "
+                                    "unknown_ops='integrated' needs an op with one floating tensor output")
+    refs: list[_LayerRef] = []
+
+    def template(a):
+        if c.is_layer(a):
+            refs.append(a)
+            return _Slot(len(refs) - 1)
+        if isinstance(a, _BatchSize):
+            raise UnsupportedLayerError(f"op {_op_name(node.target)} ({_where(node)}) computes with the "
+                                        "batch size")
+        if isinstance(a, (list, tuple)):
+            return type(a)(template(x) for x in a)
+        return a
+
+    t_args, t_kwargs = template(list(args)), {k: template(v) for k, v in kwargs.items()}
+    target = node.target
+
+    def fill(a, values):
+        if isinstance(a, _Slot):
+            return values[a.index]
+        if isinstance(a, (list, tuple)):
+            return type(a)(fill(x, values) for x in a)
+        return a
+
+    def fn(*values):
+        return target(*fill(t_args, values), **{k: fill(v, values) for k, v in t_kwargs.items()})
+
+    return c.add(PathIntegrated(fn, op=_op_name(target)), node, refs)
+
+
+_MHA_OP: Any = None
+
+
+def _mha_op():
+    """``deeplift::multi_head_attention``, defined on first use (not on import)."""
+    global _MHA_OP
+    if _MHA_OP is None:
+        schema = ("(Tensor query, Tensor key, Tensor value, Tensor q_weight, Tensor k_weight, "
+                  "Tensor v_weight, Tensor? q_bias, Tensor? k_bias, Tensor? v_bias, Tensor out_weight, "
+                  "Tensor? out_bias, int num_heads, Tensor? attn_mask, bool is_causal) -> Tensor")
+
+        @torch.library.custom_op("deeplift::multi_head_attention", mutates_args=(), schema=schema)
+        def mha(query, key, value, q_weight, k_weight, v_weight, q_bias, k_bias, v_bias, out_weight,
+                out_bias, num_heads, attn_mask, is_causal):
+            import torch.nn.functional as F
+            n = query.shape[0]
+
+            def heads(x, w, b):
+                h = F.linear(x, w, b)
+                return h.view(n, x.shape[1], num_heads, -1).transpose(1, 2)
+            out = F.scaled_dot_product_attention(heads(query, q_weight, q_bias), heads(key, k_weight, k_bias),
+                                                 heads(value, v_weight, v_bias), attn_mask=attn_mask,
+                                                 is_causal=is_causal)
+            return F.linear(out.transpose(1, 2).reshape(n, query.shape[1], -1), out_weight, out_bias)
+
+        @mha.register_fake
+        def _(query, key, value, q_weight, k_weight, v_weight, q_bias, k_bias, v_bias, out_weight,
+              out_bias, num_heads, attn_mask, is_causal):
+            return query.new_empty((*query.shape[:-1], out_weight.shape[0]))
+
+        _MHA_OP = torch.ops.deeplift.multi_head_attention
+        _OPS[_MHA_OP] = _multi_head_attention
+    return _MHA_OP
+
+
+def _mha_forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                 average_attn_weights=True, is_causal=False):
+    """``nn.MultiheadAttention.forward`` as one op (its own forward moves the batch axis)."""
+    e = self.embed_dim
+    if self._qkv_same_embed_dim:
+        wq, wk, wv = self.in_proj_weight[:e], self.in_proj_weight[e:2 * e], self.in_proj_weight[2 * e:]
+    else:
+        wq, wk, wv = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+    b = self.in_proj_bias
+    bq, bk, bv = (None, None, None) if b is None else (b[:e], b[e:2 * e], b[2 * e:])
+    if attn_mask is not None and attn_mask.dtype == torch.bool:  # here True means "masked"
+        attn_mask = torch.zeros(attn_mask.shape, dtype=query.dtype).masked_fill(attn_mask, float("-inf"))
+    if attn_mask is not None:
+        is_causal = False  # a hint only, when a mask is given
+    out = _mha_op()(query, key, value, wq, wk, wv, bq, bk, bv, self.out_proj.weight, self.out_proj.bias,
+                    self.num_heads, attn_mask, bool(is_causal))
+    return out, None
+
+
+@contextlib.contextmanager
+def _attention_as_one_op(module: torch.nn.Module):
+    """While exporting, each batch-first ``nn.MultiheadAttention`` without key padding, bias_k/v or
+    zero attention runs as one op; the instances' own ``forward`` is restored afterwards."""
+    patched = []
+    for m in module.modules():
+        if (isinstance(m, torch.nn.MultiheadAttention) and m.batch_first and m.bias_k is None
+                and not m.add_zero_attn and "forward" not in vars(m)):
+            m.forward = _mha_forward.__get__(m)
+            patched.append(m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward
+
+
+_OPS.update({
+    aten.bmm: _bmm, aten.baddbmm: _baddbmm, aten.einsum: _einsum,
+    aten.scaled_dot_product_attention: _attention,
+    aten.layer_norm: _layer_norm, aten.rms_norm: _rms_norm, aten.group_norm: _group_norm,
+    aten.instance_norm: _instance_norm,
+    aten.log: _unary(lambda a: Log()), aten.log1p: _unary(lambda a: Log1p()),
+    aten.sqrt: _unary(lambda a: Sqrt()), aten.rsqrt: _unary(lambda a: Rsqrt()),
+    aten.reciprocal: _unary(lambda a: Reciprocal()), aten.abs: _unary(lambda a: Abs()),
+    aten.square: _unary(lambda a: Pow(2.0)), aten.pow: _pow,
+    aten.erf: _unary(lambda a: Erf()),
+    aten.hardswish: _unary(lambda a: Hardswish()), aten.hardsigmoid: _unary(lambda a: Hardsigmoid()),
+    aten.mish: _unary(lambda a: Mish()),
+    aten.logsumexp: _logsumexp,
+})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -732,13 +1398,18 @@ def _example_tuple(example_inputs: Any) -> tuple[Tensor, ...]:
 
 
 def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = True,
-                   atol: float | None = None) -> Model:
+                   atol: float | None = None, unknown_ops: str = "error",
+                   outputs: Sequence[int] | None = None) -> Model:
     """Capture ``module`` (in eval mode) as a deeplift Model, from example inputs (N, ...).
 
     The batch axis is exported as dynamic so the model works for any batch size. With
     ``check`` the converted forward pass is compared with the module's on the examples and a
-    mismatch raises.
+    mismatch raises. ``unknown_ops="integrated"``: an op without a rule becomes a
+    :class:`~deeplift.layers.PathIntegrated` node (not exact; see its docstring) instead of an error.
+    ``outputs``: positions of the module's outputs to keep (default all); ops that feed only the
+    others are dropped before any rule is looked up (e.g. the head you do not score).
     """
+    _check_unknown_ops(unknown_ops)
     if not isinstance(module, torch.nn.Module):
         raise InputError(f"convert() needs a torch.nn.Module, got {type(module).__name__}")
     examples = _example_tuple(example_inputs)
@@ -755,7 +1426,7 @@ def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = T
     batch = examples[0].shape[0]
     with _CONVERT_LOCK, _eval_mode(module), torch.no_grad():
         try:  # a module that cannot run on the examples is the user's to fix, not an export failure
-            expected = module(*examples)
+            expected = module(*(e.clone() for e in examples))  # a module may work in place
             if isinstance(expected, dict) or not all(
                     isinstance(e, Tensor) for e in (expected if isinstance(expected, (tuple, list))
                                                     else (expected,))):
@@ -768,8 +1439,16 @@ def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = T
             shapes = ", ".join(str(tuple(e.shape)) for e in examples)
             raise InputError(f"{type(module).__name__} fails on example inputs of shape {shapes}: "
                              f"{type(exc).__name__}: {exc}") from exc
-        ep = _export(module, examples)
-        model = _Capture(ep, batch).run()
+        with _attention_as_one_op(module):
+            ep = _export(module, examples)
+        if outputs is not None:
+            n_out = len(expected) if isinstance(expected, (tuple, list)) else 1
+            outputs = [outputs] if isinstance(outputs, int) else list(outputs)
+            if not outputs or any(not isinstance(i, int) or not 0 <= i < n_out for i in outputs):
+                raise InputError(f"outputs={outputs}: the module has {n_out} output(s); give their "
+                                 f"positions 0..{n_out - 1}")
+            expected = [(expected if n_out == 1 else expected[i]) for i in outputs]
+        model = _Capture(ep, batch, unknown_ops, outputs).run()
         if check:
             _check_forward(model, examples, expected, atol)
     return model
@@ -827,24 +1506,24 @@ _CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[Any, Model]]" = weakre
 _CONVERT_LOCK = threading.RLock()
 
 
-def convert_cached(module: torch.nn.Module, inputs: Any) -> Model:
+def convert_cached(module: torch.nn.Module, inputs: Any, unknown_ops: str = "error") -> Model:
     """Convert once per module and weights version (``attribute`` accepts modules directly)."""
     with _CONVERT_LOCK:
-        return _convert_cached(module, inputs)
+        return _convert_cached(module, inputs, unknown_ops)
 
 
-def _convert_cached(module: torch.nn.Module, inputs: Any) -> Model:
+def _convert_cached(module: torch.nn.Module, inputs: Any, unknown_ops: str) -> Model:
     examples = _example_tuple(inputs if not isinstance(inputs, dict) else tuple(inputs.values()))
     key = (tuple((n, t.data_ptr(), t._version, t.dtype, t.device) for n, t in
                  list(module.named_parameters()) + list(module.named_buffers())),
-           tuple(tuple(e.shape[1:]) for e in examples))  # a new example shape converts again
+           tuple(tuple(e.shape[1:]) for e in examples), unknown_ops)  # a new example shape converts again
     hit = _CACHE.get(module)
     if hit is not None and hit[0] == key:
         return hit[1]
     examples = inputs if not isinstance(inputs, dict) else _in_forward_order(module, inputs)
     examples = _example_tuple(examples)
     examples = tuple(e[:2] for e in examples)
-    model = convert_module(module, examples)
+    model = convert_module(module, examples, unknown_ops=unknown_ops)
     _CACHE[module] = (key, model)
     return model
 

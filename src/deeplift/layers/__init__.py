@@ -3,9 +3,14 @@
 from .activations import (ELU, GELU, SELU, Activation, Clamp, Elementwise, Exp, LeakyReLU, LogSoftmax, PReLU, ReLU,
                           Sigmoid, SiLU, Softmax, Softplus, Tanh)
 from .base import Constant, Input, Layer
+from .elementwise import (Abs, Erf, Hardsigmoid, Hardswish, Log, Log1p, LogSumExp, Mish, Pow, Reciprocal,
+                          Rsqrt, ScalarPow, Softsign, Sqrt, ThresholdedReLU)
 from .linear import AdaptiveAvgPool, AvgPool, BatchNorm, Conv, Dense, Reduce, ScalarMul
 from .merge import Add, Concat, Mul, Sub
+from .integrated import PathIntegrated
+from .norms import Normalize
 from .pooling import MaxPool, MaxReduce
+from .products import Einsum, MatMul, Product
 from .shape import (Flatten, Flip, Identity, Pad, Permute, Reshape, Select, Slice, Squeeze,
                     Unsqueeze)
 
@@ -14,6 +19,10 @@ __all__ = [
     "Dense", "ELU", "Elementwise", "Exp", "Flatten", "Flip", "GELU", "Identity", "Input", "Layer", "LeakyReLU", "LogSoftmax", "MaxPool",
     "MaxReduce", "Mul", "PReLU", "Pad", "Permute", "ReLU", "Reduce", "Reshape", "ScalarMul", "SELU",
     "Select", "Sigmoid", "SiLU", "Slice", "Softmax", "Softplus", "Squeeze", "Sub", "Tanh", "Unsqueeze",
+    # products of two activations, normalisations, more elementwise ops (issue 9)
+    "Abs", "Einsum", "Erf", "Hardsigmoid", "Hardswish", "Log", "Log1p", "LogSumExp", "MatMul", "Mish",
+    "Normalize", "Pow", "Product", "Reciprocal", "Rsqrt", "ScalarPow", "Softsign", "Sqrt",
+    "ThresholdedReLU", "PathIntegrated",
 ]
 
 # The original DeepLIFT's (v0.6.13) names — its enums, its original-signature layers (TF layout) and

@@ -369,7 +369,7 @@ class _PerPairLinearMap(Layer):
             c = torch.maximum(x.amax(d, keepdim=True), r.amax(d, keepdim=True))
             ex, er = torch.exp(x - c), torch.exp(r - c)
             dx = x - r
-            near = dx.abs() < state.options.near_zero
+            near = ~(dx.abs() >= state.options.near_zero)  # also -inf − -inf: a masked entry
             s_e = torch.where(near, er, (ex - er) / torch.where(near, torch.ones_like(dx), dx))
             return d, s_e, ex, er, ex.sum(d, keepdim=True), er.sum(d, keepdim=True)
         return state.cached(self, "exp", compute)
@@ -397,10 +397,15 @@ class _PerPairLinearMap(Layer):
 
 
 class Softmax(_PerPairLinearMap):
-    """Softmax over ``dim``, usable anywhere in a network.
+    """Softmax over ``dim``, usable anywhere in a network (attention weights, gates).
 
-    DeepLIFT rules see it as ``y = e·u`` with ``e = exp(x − c)`` (elementwise, Rescale), ``E = Σe``
-    (linear), ``u = 1/E`` (Rescale) and the product split by the Shapley rule.
+    DeepLIFT rules see it as ``y = exp(z)`` of the log-softmax ``z = x − log Σexp(x)``: the
+    log-softmax's per-pair map (Rescale factors ``s_e`` of the exponentials and ``s_log`` of the
+    log of their sum), then the Rescale factor ``s_y = Δy/Δz`` of the outer ``exp``:
+    ``Δy = s_y·(Δx − s_log·Σ s_e·Δx)``. (Splitting ``y = e·(1/Σe)`` by the Shapley product rule
+    is exact too, but when the input's and the reference's sums differ by orders of magnitude —
+    large attention scores — its two terms are huge and cancel, which loses float precision and
+    gives meaningless contributions. Every factor here is bounded.)
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -408,23 +413,27 @@ class Softmax(_PerPairLinearMap):
 
     def _factors(self, state):
         def compute():
-            d, s_e, ex, er, sx, sr = self._exp_parts(state)
+            d, s_e, _, er, sx, sr = self._exp_parts(state)
             if er is None:
-                u = 1 / sx
-                return d, s_e, -u * u, u, ex
-            ux, ur = 1 / sx, 1 / sr
-            s_u = self._rescale_of_sum(state, ux, ur, sx, sr, -ur * ur)
-            return d, s_e, s_u, 0.5 * (ux + ur), 0.5 * (ex + er)
+                return d, s_e, 1 / sx, s_e / sx
+            s_log = self._rescale_of_sum(state, torch.log(sx), torch.log(sr), sx, sr, 1 / sr)
+            zx = torch.log_softmax(state.x(self.inputs[0]), d)
+            zr = torch.log_softmax(state.r(self.inputs[0]), d)
+            yx, yr = torch.exp(zx), torch.exp(zr)
+            dz = zx - zr
+            near = ~(dz.abs() >= state.options.near_zero)  # also a masked (-inf) entry
+            s_y = torch.where(near, yr, (yx - yr) / torch.where(near, torch.ones_like(dz), dz))
+            return d, s_e, s_log, s_y
         return state.cached(self, "factors", compute)
 
     def _apply(self, state, v: Tensor) -> Tensor:
-        d, s_e, s_u, u_bar, e_bar = self._factors(state)
-        a = s_e * v
-        return u_bar * a + e_bar * (s_u * a.sum(d, keepdim=True))
+        d, s_e, s_log, s_y = self._factors(state)
+        return s_y * (v - s_log * (s_e * v).sum(d, keepdim=True))
 
     def _apply_transpose(self, state, m: Tensor) -> Tensor:
-        d, s_e, s_u, u_bar, e_bar = self._factors(state)
-        return s_e * (u_bar * m + s_u * (e_bar * m).sum(d, keepdim=True))
+        d, s_e, s_log, s_y = self._factors(state)
+        a = s_y * m
+        return a - s_e * (s_log * a.sum(d, keepdim=True))
 
 
 class LogSoftmax(_PerPairLinearMap):

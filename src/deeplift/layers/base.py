@@ -174,14 +174,15 @@ class Input(Layer):
         if shape is None and batch_shape is not None:
             shape = tuple(batch_shape)[1:]
         self.shape = None if shape is None else tuple(int(s) if s is not None else None for s in shape)
-        #: the floating dtype the source model was captured with (the model's dtype when no layer
-        #: has a floating tensor of its own, e.g. a model of pooling and reshapes only)
+        #: the dtype the source model was captured with (the model's dtype when no layer has a
+        #: floating tensor of its own, e.g. a model of pooling and reshapes only); an integer dtype
+        #: for token ids (the input of an embedding), which stay integer
         self.dtype = dtype
 
     def to(self, *args, **kwargs) -> "Layer":
         dtype = kwargs.get("dtype", next((a for a in args if isinstance(a, torch.dtype)), None))
-        if dtype is not None and self.dtype is not None:
-            self.dtype = dtype
+        if dtype is not None and self.dtype is not None and self.dtype.is_floating_point:
+            self.dtype = dtype  # integer inputs (token ids) stay integer
         return self
 
     def forward(self, *inputs: Tensor) -> Tensor:  # never called: the engine feeds inputs

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Layer, Multipliers, SignPreservingLinear, Split, State, split_by_spread
+from .base import Layer, Multipliers, SignPreservingLinear, Split, State
+from .products import Mul  # noqa: F401  (the elementwise product; one rule for every product)
 
 
 def _sum_to(m: Tensor, state, name: str) -> Tensor:
@@ -70,43 +71,3 @@ class Concat(SignPreservingLinear):
         dim = self.dim % ndim
         sizes = [state.pair_shape(i, 1)[0][dim] for i in self.inputs]
         return list(m.split(sizes, dim))
-
-
-class Mul(Layer):
-    """Elementwise product ``z = a·b`` (gating, attention weights, a learned scale).
-
-    DeepLIFT uses the Shapley split of the two-player interaction: the multiplier of ``a`` is
-    ``(b + b_ref)/2`` and of ``b`` is ``(a + a_ref)/2``, which gives ``Δz`` exactly. Each input
-    is then treated like the input of a linear layer with that per-element weight (its sign
-    decides the positive/negative routing). Gradient methods use ``b`` and ``a``.
-    """
-
-    n_inputs = 2
-
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        return a * b
-
-    def _weights(self, state) -> tuple[Tensor, Tensor]:
-        def compute():
-            a, b = self.inputs
-            if not state.difference_based:
-                return state.x(b), state.x(a)
-            return 0.5 * (state.x(b) + state.r(b)), 0.5 * (state.x(a) + state.r(a))
-        return state.cached(self, "weights", compute)
-
-    def split(self, state: State) -> Split:
-        # each input is the input of a linear layer with per-element weight w (see SignSplitLinear)
-        pairs = [(w, state.delta(name)) for name, w in zip(self.inputs, self._weights(state))]
-        total = sum(w * d for w, d in pairs)
-        spread = sum(w.abs() * d.abs() for w, d in pairs)
-        return split_by_spread(total, spread, len(pairs))
-
-    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
-        out = []
-        for name, w in zip(self.inputs, self._weights(state)):
-            if m_neg is None:
-                m = w * m_pos
-            else:
-                m = w * (0.5 * (m_pos + m_neg)) + torch.sign(state.delta(name)) * w.abs() * (0.5 * (m_pos - m_neg))
-            out.append((_sum_to(m, state, name), None))
-        return out
