@@ -637,6 +637,17 @@ def test_unsupported_layers_name_the_layer(layer: dict, match: str) -> None:
         keras_to_model(_sequential([layer], [3], weights))
 
 
+def test_every_unsupported_layer_is_reported_in_one_error() -> None:
+    layers = [{"class_name": "Lambda", "config": {"name": "lam"}},
+              {"class_name": "LSTM", "config": {"name": "rnn1"}},
+              {"class_name": "LSTM", "config": {"name": "rnn2"}}]
+    with pytest.raises(UnsupportedLayerError) as info:
+        keras_to_model(_sequential(layers, [3], {}))
+    rows = {row["op"]: row for row in info.value.ops}
+    assert rows["LSTM"]["count"] == 2 and rows["Lambda"]["count"] == 1
+    assert "'rnn1' (LSTM)" in str(info.value) and "'lam' (Lambda)" in str(info.value)
+
+
 def test_bad_source_and_naming() -> None:
     with pytest.raises(InputError, match="naming"):
         load_keras("model.h5", naming="tf")

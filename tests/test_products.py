@@ -310,3 +310,23 @@ def test_enformer_attention_pooling_converts_unmodified_and_sums_to_delta():
                         nn.Linear(30, 2)).double().eval()
     x = torch.randn(3, 4, 10, dtype=torch.float64)
     _check_attention_model(net, x, torch.randn(3, 4, 10, dtype=torch.float64))
+
+
+class _ConstantOperand(nn.Module):
+    """matmul of an activation with a 3-D parameter on either side (broadcast over the batch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(2, 3, 4))
+        self.out = nn.Linear(2 * 5 * 4 + 2, 2)
+
+    def forward(self, x):
+        left = (x.view(-1, 1, 5, 3) @ self.w).flatten(1)
+        right = (self.w.transpose(1, 2) @ x.view(-1, 1, 3, 5)).sum((2, 3))
+        return self.out(torch.cat([left, right], 1))
+
+
+def test_matmul_with_a_constant_operand_of_any_rank_sums_to_delta():
+    torch.manual_seed(16)
+    net = _ConstantOperand().double().eval()
+    _check_attention_model(net, torch.randn(3, 15, dtype=torch.float64), torch.randn(3, 15, dtype=torch.float64))

@@ -192,8 +192,14 @@ class _Converter:
 
     # -- driver -----------------------------------------------------------------------------------
     def run(self) -> Model:
+        problems = []
         for layer in self.km.layers:  # fail before any work on a layer we cannot convert
-            self._check_supported(layer)
+            try:
+                self._check_supported(layer)
+            except UnsupportedLayerError as exc:  # every one of them in one report
+                problems.append((layer, exc))
+        if problems:
+            raise _unsupported_report(problems)
         if any(None in self._input_shape(self.by_name[r[0]])
                for r in self.km.inputs if r[0] in self.by_name):
             self.n_variants = len(_FREE_DIM_SIZES)
@@ -837,6 +843,30 @@ _ACTIVATIONS: dict[str, Callable[[], Layer]] = {
     "mish": Mish,
     "softsign": Softsign,
 }
+
+
+def _unsupported_report(problems: list) -> UnsupportedLayerError:
+    """The single error, or one listing every layer without a rule by class (count, first
+    layer, why); ``.ops`` holds the rows, as for PyTorch models."""
+    if len(problems) == 1:
+        layer, exc = problems[0]
+        exc.ops = [{"op": layer.class_name, "count": 1, "first": f"layer {layer.name!r}", "reason": str(exc)}]
+        return exc
+    rows: dict[str, dict] = {}
+    for layer, exc in problems:
+        if layer.class_name in rows:
+            rows[layer.class_name]["count"] += 1
+        else:
+            rows[layer.class_name] = {"op": layer.class_name, "count": 1, "first": f"layer {layer.name!r}",
+                                      "reason": str(exc)}
+    width = max(len(c) for c in rows)
+    lines = [f"{len(problems)} layers of the model ({len(rows)} classes) have no DeepLIFT rule:",
+             f"  {'class':{width}s}  count  first layer, why"]
+    for row in rows.values():
+        lines.append(f"  {row['op']:{width}s}  {row['count']:5d}  {row['reason']}")
+    error = UnsupportedLayerError("\n".join(lines))
+    error.ops = list(rows.values())
+    return error
 
 
 def _mha_weights(layer: KerasLayer) -> dict[str, Any]:
