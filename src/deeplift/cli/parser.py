@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 from .check import cmd_check
 from .common import CliError, _fix, _problem, _text
+from .output import Terminated, signals_as_exceptions
 from .plot import cmd_plot
 from .score import METHODS, REFERENCE_KINDS, cmd_score
 from .sources import MODEL_FORMATS
@@ -104,10 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command is None:
             raise CliError("no command given", "run 'deeplift score' (the bundled example), or see 'deeplift --help'")
-        return int(args.handler(args))
+        with signals_as_exceptions():
+            return int(args.handler(args))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"{PROG}: terminated by signal {exc.signum}", file=sys.stderr)
+        return 128 + exc.signum
     except Exception as exc:  # noqa: BLE001 - every error becomes one line unless --debug
         if debug:
             raise

@@ -82,19 +82,17 @@ def _load_keras(path: Path) -> Any:
 
 
 def _load_exported(path: Path) -> tuple[Any, Any]:
-    import torch
+    from ..errors import ModelFormatError, UnsupportedLayerError
     from ..frontends.torch import convert_exported
-    from ..errors import UnsupportedLayerError
+    from ..frontends.torch_archive import load_exported
     fix = "save the model with torch.export.save(torch.export.export(module.eval(), (x,)), 'model.pt2')"
     if not zipfile.is_zipfile(path):
         raise CliError(f"model {path} is not a torch.export archive (not a zip file)", fix)
-    with _quiet_logger("torch.export") as logged:  # torch logs the real reason, then raises
+    with _quiet_logger("torch.export"), _quiet_logger("torch._export"):
         try:
-            program = torch.export.load(str(path))
-        except Exception as exc:  # noqa: BLE001 - any failure here means "not a loadable archive"
-            cause = logged[-1] if logged else exc
-            raise CliError(f"model {path} does not load as a torch.export archive: "
-                           f"{type(cause).__name__}: {_text(cause)[:300]}", fix) from exc
+            program = load_exported(path)
+        except ModelFormatError as exc:
+            raise CliError(f"model {_text(exc)}", fix) from exc
     try:
         return program, convert_exported(program)
     except UnsupportedLayerError as exc:

@@ -44,6 +44,7 @@ import h5py
 import numpy as np
 
 from deeplift.errors import ModelFormatError
+from deeplift import file_limits
 
 TensorRef = tuple[str, int, int]
 
@@ -192,10 +193,7 @@ def _decode(value: Any) -> str | None:
 
 
 def _load_json(text: str | bytes, source: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"{source}: {what} is not valid JSON ({exc})") from exc
+    return file_limits.load_json(text, source, what)
 
 
 # --------------------------------------------------------------------------- Keras 2 / legacy .h5
@@ -253,8 +251,17 @@ def _h5_group_weights(group: h5py.Group, source: str, layer: str) -> dict[str, n
             raise ModelFormatError(
                 f"{source}: weights of layer '{layer}' are missing: dataset '{wname}' listed in "
                 "weight_names is not in the file")
-        stored[wname] = np.asarray(group[wname])
+        stored[wname] = _read_dataset(group[wname], source, f"weight '{wname}' of layer '{layer}'")
     return stored
+
+
+def _read_dataset(dataset: Any, source: str, what: str) -> np.ndarray:
+    """A dataset's array, after checking its declared size against the bytes the file holds."""
+    if not isinstance(dataset, h5py.Dataset):
+        raise ModelFormatError(f"{source}: {what} is not an array (an HDF5 {type(dataset).__name__})")
+    file_limits.check_array_size(dataset.shape, dataset.dtype.itemsize,
+                                 dataset.id.get_storage_size(), source, what)
+    return np.asarray(dataset)
 
 
 def _h5_str_list(group: h5py.Group, attr: str) -> list[str] | None:
@@ -287,8 +294,13 @@ def _descendants(entry: dict, prefix: str) -> Iterator[tuple[str, str]]:
 def _read_keras_archive(path: Path) -> KerasModel:
     """Keras 3 zip: ``config.json``, ``metadata.json`` and the ``model.weights.h5`` store."""
     with zipfile.ZipFile(path) as zf:
+        file_limits.check_zip(zf, str(path))
         names = set(zf.namelist())
-        return _read_keras_parts(str(path), lambda m: zf.read(m) if m in names else None)
+
+        def member(name: str) -> bytes | None:
+            limit = file_limits.MAX_JSON_BYTES if name.endswith(".json") else file_limits.MAX_MEMBER_BYTES
+            return file_limits.read_member(zf, name, str(path), limit) if name in names else None
+        return _read_keras_parts(str(path), member)
 
 
 def _read_keras_dir(path: Path) -> KerasModel:
@@ -359,14 +371,14 @@ def _keras3_collect(model: dict, group: h5py.Group, prefix: str,
             continue
         vars_group = child.get("vars")
         arrays = [] if vars_group is None else [
-            _read_var(vars_group[str(i)]) for i in range(len(vars_group))]
+            _read_var(vars_group[str(i)], source, prefix + name) for i in range(len(vars_group))]
         names = _keras3_var_names(entry, len(arrays), source, prefix + name)
         out[prefix + name] = dict(zip(names, arrays))
 
 
-def _read_var(dataset: h5py.Dataset) -> np.ndarray:
+def _read_var(dataset: h5py.Dataset, source: str, layer: str) -> np.ndarray:
     """Read one variable; Keras 3 marks bfloat16 (stored as raw 16-bit words) by an attribute."""
-    array = np.asarray(dataset)
+    array = _read_dataset(dataset, source, f"variable {dataset.name.rsplit('/', 1)[-1]} of layer '{layer}'")
     if _decode(dataset.attrs.get("dtype")) == "bfloat16" and array.dtype.itemsize == 2:
         array = (array.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     return array
