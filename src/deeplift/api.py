@@ -372,7 +372,8 @@ def _warn_if_not_conserved(runner: "PairRunner", dtype: torch.dtype, max_routing
 
 
 def _to_user(t: Tensor, to_numpy: bool, device: torch.device | None):
-    if to_numpy:
+    if to_numpy:  # NumPy has no bfloat16/float8: such scores come back as float32
+        t = t.float() if t.is_floating_point() and t.element_size() < 2 or t.dtype == torch.bfloat16 else t
         return t.detach().cpu().numpy()
     return t.detach().to(device) if device is not None else t.detach()
 

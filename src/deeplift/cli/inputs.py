@@ -116,7 +116,14 @@ def read_inputs(spec: str, source: Source) -> Inputs:
     names = source.model.input_names if source.model is not None else _forward_arg_names(source.module)
     data = read_array_file(path, "inputs", names)
     n = _check_batch(data, path)
-    return Inputs(data, spec, n)
+    return Inputs(_as_float(data), spec, n)
+
+
+def _as_float(data: Any) -> Any:
+    """Integer and boolean arrays (e.g. uint8 one-hot) as float32: models compute in floats."""
+    if isinstance(data, dict):
+        return {k: _as_float(v) for k, v in data.items()}
+    return data.astype(np.float32) if data.dtype.kind in "biu" else data
 
 
 def _read_fasta_for(path: Path, source: Source) -> Inputs:
@@ -154,6 +161,10 @@ def _check_batch(data: Any, path: Path) -> int:
     for a in arrays:
         if a.ndim == 0:
             raise CliError(f"inputs {path} hold a scalar", "store a batch of examples (N, ...)")
+        if a.dtype.kind == "c":
+            raise CliError(f"inputs {path} have the complex dtype {a.dtype}, which no attribution "
+                           "method here supports", "store real numbers (e.g. the real part, or real "
+                           "and imaginary parts as two channels)")
         if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
             raise CliError(f"inputs {path} have dtype {a.dtype}", "store numbers (one-hot DNA, pixels, ...)")
         ns.add(a.shape[0])

@@ -163,7 +163,7 @@ def _load_weights(module: Any, path: Path) -> None:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt file, or a pickle that is not plain tensors
-        raise CliError(f"cannot read weights {path}: {_text(exc)}",
+        raise CliError(f"cannot read weights {path}: {_weights_problem(exc)}",
                        "save them with torch.save(module.state_dict(), path)") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -175,6 +175,17 @@ def _load_weights(module: Any, path: Path) -> None:
     except Exception as exc:  # noqa: BLE001 - missing/unexpected keys, shape mismatches
         raise CliError(f"weights {path} do not fit {type(module).__name__}: {_text(exc)[:300]}",
                        "check that the state dict was saved from this module class") from exc
+
+
+def _weights_problem(exc: Exception) -> str:
+    """torch's long weights-only message cut to what matters (no ANSI escapes, no advice to unpickle)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", _text(exc))
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if "Weights only load failed" in text or found:
+        what = f" (it refers to {found.group(1)})" if found else ""
+        return ("it holds objects other than tensors, which deeplift never unpickles (--weights is "
+                f"read with torch.load(weights_only=True)){what}")
+    return text[:200]
 
 
 def _unsupported(spec: Any, exc: Exception) -> CliError:

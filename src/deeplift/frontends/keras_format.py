@@ -45,6 +45,7 @@ import numpy as np
 
 from deeplift.errors import ModelFormatError
 from deeplift import file_limits
+from deeplift.frontends.keras_fields import check_layer_fields
 
 TensorRef = tuple[str, int, int]
 
@@ -666,8 +667,9 @@ def _build_graph(model: dict, prefix: str, source: str) -> _Graph:
         nodes = [[resolve(r, "inbound") for r in node] for node in entry.inbound]
         if entry.class_name == "InputLayer":
             nodes = [[]]
-        layers.append(KerasLayer(prefix + entry.name, entry.class_name,
-                                 _normalise_config(entry.class_name, entry.config), {}, nodes))
+        config = _normalise_config(entry.class_name, entry.config)
+        check_layer_fields(entry.class_name, config, source, prefix + entry.name)
+        layers.append(KerasLayer(prefix + entry.name, entry.class_name, config, {}, nodes))
     return _Graph(layers, [resolve(r, "io") for r in inputs], [resolve(r, "io") for r in outputs])
 
 
