@@ -192,15 +192,6 @@ def pickled_weight_edit(marker: Path):
     return edit
 
 
-def test_pt2_payload_would_run_under_torch_export_load(files, tmp_path) -> None:
-    """The hostile archive is real: torch's own loader executes its payload."""
-    marker = tmp_path / "ran_under_torch"
-    path = rewrite_zip(files["dir"] / "good.pt2", tmp_path / "evil.pt2", pickled_weight_edit(marker))
-    with pytest.raises(Exception):
-        torch.export.load(str(path))
-    assert marker.exists()
-
-
 def _sample_inputs_edit(marker):
     def edit(name, data):
         if _pt2_member(name, "data/sample_inputs/model.pt"):
@@ -261,6 +252,22 @@ PT2_CASES = {
     "legacy pickled weights file": (_legacy_weights_edit, "is a pickle"),
     "sympy expression payload": (_sympy_payload, "is not plain arithmetic"),
 }
+
+
+@pytest.mark.parametrize("case", sorted(PT2_CASES))
+def test_pt2_payload_would_run_under_torch_export_load(files, tmp_path, case) -> None:
+    """The hostile archives are real: torch's own loader executes each payload."""
+    import logging
+    marker = tmp_path / "ran_under_torch"
+    path = rewrite_zip(files["dir"] / "good.pt2", tmp_path / "evil.pt2", PT2_CASES[case][0](marker))
+    logging.disable(logging.CRITICAL)
+    try:
+        torch.export.load(str(path))
+    except Exception:  # noqa: BLE001 - most payloads break the load after they ran
+        pass
+    finally:
+        logging.disable(logging.NOTSET)
+    assert marker.exists()
 
 
 @pytest.mark.parametrize("case", sorted(PT2_CASES))
@@ -436,6 +443,29 @@ def test_bfloat16_module_with_dinuc_shuffled_references(files, run) -> None:
     (d / "bf16.npz").unlink()
 
 
+def test_h5_inputs_declaring_more_than_they_hold_are_refused(files, run) -> None:
+    d = files["dir"]
+    with h5py.File(d / "huge.h5", "w") as f:
+        f.create_dataset("inputs", shape=(10 ** 9, 4, L), dtype="float32", chunks=(1, 4, L))
+    assert_refused(run, d, ["score", "good.pt2", "huge.h5"], "declares shape (1000000000, 4, 12)")
+
+
+def test_allocation_failure_while_scoring_is_one_line(files, run, monkeypatch) -> None:
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+    monkeypatch.setattr("deeplift.attribute", no_memory)
+    assert_refused(run, files["dir"], ["score", "good.pt2", "x.npy", "--method", "integrated_gradients"],
+                   "out of memory while scoring; lower --batch-size")
+
+
+def test_model_too_large_for_memory_is_not_blamed_on_batch_size(files, run, monkeypatch) -> None:
+    def no_memory(*args, **kwargs):
+        raise MemoryError()
+    monkeypatch.setattr("deeplift.load", no_memory)
+    line = assert_refused(run, files["dir"], ["score", "good.keras", "x_cl.npy"], "too large to load")
+    assert "batch-size" not in line
+
+
 # --------------------------------------------------------------------------------- outputs
 
 
@@ -544,6 +574,30 @@ def test_sigint_during_scoring_leaves_no_file(files, run, monkeypatch) -> None:
     status, _, err = run("score", "good.pt2", "x.npy", "--out", "int.npz")
     assert status == 130 and "interrupted" in err
     assert snapshot(d) == before
+
+
+def test_sigterm_to_a_real_process_during_scoring_leaves_no_file(files, tmp_path) -> None:
+    import subprocess
+    import sys
+    d = tmp_path
+    (d / "good.pt2").write_bytes((files["dir"] / "good.pt2").read_bytes())
+    np.save(d / "many.npy", np.repeat(files["x"], 400, axis=0))
+    env = dict(os.environ, PYTHONPATH=str(Path(deeplift.io.__file__).parents[1]), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "deeplift", "score", "good.pt2", "many.npy", "--method",
+                             "integrated_gradients", "--steps", "4000", "--batch-size", "64",
+                             "--out", "s.npz"], cwd=d, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # the run description is printed just before scoring starts
+            if line.startswith("method "):
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == f"deeplift: terminated by signal {int(signal.SIGTERM)}"
+    assert sorted(p.name for p in d.iterdir()) == ["good.pt2", "many.npy"]
 
 
 def test_output_gets_umask_permissions_and_overwrite_is_reported(files, run) -> None:

@@ -42,7 +42,7 @@ def read_array_file(path: Path, what: str, names: Sequence[str] | None = None) -
         if suffix in (".h5", ".hdf5"):
             import h5py
             with h5py.File(path, "r") as f:
-                arrays = {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+                arrays = {k: _h5_array(f[k], path, what) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
             return _pick_array(arrays, path, what, names)
     except CliError:
         raise
@@ -51,6 +51,18 @@ def read_array_file(path: Path, what: str, names: Sequence[str] | None = None) -
                        "write it with numpy.save / numpy.savez or h5py (numeric arrays, no pickles)") from exc
     raise CliError(f"cannot tell the format of {what} {path} from its suffix {path.suffix!r}",
                    "use .npy, .npz, .h5 or FASTA (.fa/.fasta/.fna, optionally .gz)")
+
+
+def _h5_array(dataset: Any, path: Path, what: str) -> np.ndarray:
+    """A dataset's values, once its declared size is known to be backed by the file's bytes."""
+    from .. import file_limits
+    from ..errors import ModelFormatError
+    try:
+        file_limits.check_array_size(dataset.shape, dataset.dtype.itemsize, dataset.id.get_storage_size(),
+                                     str(path), f"dataset {dataset.name!r}")
+    except ModelFormatError as exc:
+        raise CliError(f"{what} {_text(exc)}", "give a complete file of the size it declares") from exc
+    return dataset[()]
 
 
 def _pick_array(arrays: dict, path: Path, what: str, names: Sequence[str] | None) -> Any:

@@ -131,11 +131,26 @@ def _error_line(exc: Exception) -> tuple[int, str]:
         return 2, f"{exc.filename or _text(exc)} does not exist; check the path"
     if isinstance(exc, PermissionError):
         return 2, f"permission denied: {exc.filename or _text(exc)}; choose a path you can write to"
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return 2, "out of memory; lower --batch-size or --n-references"
+    if _out_of_memory(exc):
+        return 2, "out of memory while scoring; lower --batch-size (or --n-references / --steps)"
+    if isinstance(exc, OSError):
+        from .output import os_error_reason
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return 2, f"file system error{where}: {os_error_reason(exc)}; check the paths and free space"
+    if isinstance(exc, RecursionError):
+        return 2, "a file is nested too deeply to read; check the input files"
     return 1, (f"unexpected {type(exc).__name__}: {_text(exc)[:300]}; rerun with --debug to see the "
                "traceback, and please report it")
 
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, torch's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text
+                                              or "DefaultCPUAllocator" in text)
 
 
 def _version() -> str:

@@ -55,11 +55,18 @@ def load_source(spec: str | None, weights: str | None) -> Source:
     if not path.exists():
         raise CliError(f"model file {spec} does not exist", f"check the path (MODEL is {MODEL_FORMATS})")
     suffix = path.suffix.lower()
-    if suffix in KERAS_SUFFIXES:
-        return Source(spec, "keras", model=_load_keras(path))
-    if suffix == ".pt2":
-        program, model = _load_exported(path)
-        return Source(spec, "torch.export", model=model, program=program)
+    try:
+        if suffix in KERAS_SUFFIXES:
+            return Source(spec, "keras", model=_load_keras(path))
+        if suffix == ".pt2":
+            program, model = _load_exported(path)
+            return Source(spec, "torch.export", model=model, program=program)
+    except (MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "alloc" not in str(exc) and "memory" not in str(exc):
+            raise
+        raise CliError(f"model {spec} is too large to load: the memory ran out while reading it",
+                       "check that the file is a model of a sensible size, or use a machine with "
+                       "more memory") from exc
     if suffix in (".pt", ".pth", ".ckpt", ".bin"):
         raise CliError(f"{spec} is a PyTorch state dict or pickle, which holds no architecture",
                        "pass the module as package.module:object with --weights "
