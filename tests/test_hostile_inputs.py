@@ -113,6 +113,10 @@ def files(tmp_path_factory) -> dict:
     np.save(d / "x.npy", x)
     np.save(d / "x_cl.npy", onehot(layout="channels_last"))
     (d / "seqs.fa").write_text(">a\nACGTACGTACGT\n>b\nTTGCAAGCTAGC\n")
+    (d / "seqs.fa.gz").write_bytes(gzip.compress(b">a\nACGTACGTACGT\n>b\nTTGCAAGCTAGC\n" * 20))
+    np.savez_compressed(d / "x.npz", inputs=x)
+    with h5py.File(d / "x.h5", "w") as f:
+        f.create_dataset("inputs", data=x, compression="gzip")
     write_keras(d / "good.keras")
     module = torch_model()
     torch.export.save(torch.export.export(module, (torch.from_numpy(x[:2]),)), d / "good.pt2")
@@ -385,6 +389,46 @@ def test_keras_bomb_is_refused_before_inflating(files, run, keras_cases) -> None
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert status == 2 and peak < 50 << 20
+
+
+def _mutants(data: bytes, seed: int) -> list[tuple[str, bytes]]:
+    """A truncated copy, a copy with flipped bytes and one with a zeroed block, at random places."""
+    rng = np.random.default_rng(seed)
+    flipped = bytearray(data)
+    for i in rng.integers(0, len(data), size=8):
+        flipped[i] ^= int(rng.integers(1, 256))
+    zeroed = bytearray(data)
+    size = min(64, len(data) // 4)
+    start = int(rng.integers(0, len(data) - size))
+    zeroed[start:start + size] = bytes(size)
+    return [("truncated", data[: int(rng.integers(1, len(data)))]), ("flipped", bytes(flipped)),
+            ("zeroed", bytes(zeroed))]
+
+
+FUZZED = {"good.keras": ("score", "{}", "x_cl.npy"), "good.pt2": ("score", "{}", "x.npy"),
+          "x.npy": ("score", "good.pt2", "{}"), "x.npz": ("score", "good.pt2", "{}"),
+          "x.h5": ("score", "good.pt2", "{}"), "seqs.fa.gz": ("score", "good.pt2", "{}")}
+
+
+@pytest.mark.parametrize("original", sorted(FUZZED))
+@pytest.mark.parametrize("seed", range(int(os.environ.get("FUZZ_SEEDS", 4))))
+def test_fuzzed_files_never_crash(files, run, original, seed) -> None:
+    """Damaged copies either still score (the damage hit unused bytes) or fail in one clear line."""
+    d = files["dir"]
+    for kind, data in _mutants((d / original).read_bytes(), seed):
+        name = f"fuzz_{kind}_{seed}_{original}"
+        (d / name).write_bytes(data)
+        before = snapshot(d)
+        argv = [a.format(name) for a in FUZZED[original]]
+        status, out, err = run(*argv, "--out", "fuzz.npz", "--quiet")
+        lines = err.strip().splitlines()
+        if status == 0:
+            (d / "fuzz.npz").unlink()
+        else:
+            assert status == 2 and len(lines) == 1 and lines[0].startswith("deeplift: error: "), \
+                f"{kind} {name}: exit {status}: {err}"
+            assert snapshot(d) == before
+        (d / name).unlink()
 
 
 # --------------------------------------------------------------------------------- other inputs

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+import zlib
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -34,6 +35,9 @@ MAX_ARRAY_BYTES = 8 << 30
 #: largest compression ratio believed (gzip/deflate cannot exceed about 1032:1)
 MAX_RATIO = 1100
 
+#: what zipfile raises for damaged archives (an unknown compression method included)
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, ValueError,
+              UnicodeDecodeError)
 _CHUNK = 1 << 20
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
@@ -75,16 +79,20 @@ def read_member(zf: zipfile.ZipFile, name: str, source: str, limit: int = MAX_ME
         raise ModelFormatError(f"{source}: {name} claims to inflate {info.compress_size} bytes to "
                                f"{_size(declared)} (a zip bomb?); the limit is {MAX_RATIO}:1")
     parts, got = [], 0
-    with zf.open(info) as fh:
-        while True:
-            chunk = fh.read(_CHUNK)
-            if not chunk:
-                break
-            got += len(chunk)
-            if got > declared or got > limit:
-                raise ModelFormatError(f"{source}: {name} inflates to more than the "
-                                       f"{_size(min(declared, limit))} its header declares")
-            parts.append(chunk)
+    try:
+        with zf.open(info) as fh:
+            while True:
+                chunk = fh.read(_CHUNK)
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got > declared or got > limit:
+                    raise ModelFormatError(f"{source}: {name} inflates to more than the "
+                                           f"{_size(min(declared, limit))} its header declares")
+                parts.append(chunk)
+    except ZIP_ERRORS as exc:
+        raise ModelFormatError(f"{source}: corrupt or truncated archive member {name} "
+                               f"({type(exc).__name__}: {exc})") from exc
     return b"".join(parts)
 
 

@@ -93,7 +93,11 @@ def _load_exported(path: Path) -> tuple[Any, Any]:
     from ..frontends.torch import convert_exported
     from ..frontends.torch_archive import load_exported
     fix = "save the model with torch.export.save(torch.export.export(module.eval(), (x,)), 'model.pt2')"
-    if not zipfile.is_zipfile(path):
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:  # e.g. a damaged end record that claims several disks
+        is_zip = False
+    if not is_zip:
         raise CliError(f"model {path} is not a torch.export archive (not a zip file)", fix)
     with _quiet_logger("torch.export"), _quiet_logger("torch._export"):
         try:

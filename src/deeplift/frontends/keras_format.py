@@ -87,7 +87,7 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _MODEL_CLASSES = {"Sequential", "Functional", "Model"}
 _FILE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError,
-                UnicodeDecodeError)
+                UnicodeDecodeError, NotImplementedError)
 _NO_WEIGHT_CLASSES = {
     "InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
     "GaussianNoise", "GaussianDropout", "AlphaDropout", "Flatten", "Reshape", "Permute",
@@ -306,8 +306,16 @@ def _read_keras_archive(path: Path) -> KerasModel:
 
 def _read_keras_dir(path: Path) -> KerasModel:
     """The same layout unzipped into a directory (Keras writes that for directory targets)."""
-    return _read_keras_parts(
-        str(path), lambda m: (path / m).read_bytes() if (path / m).is_file() else None)
+    def member(name: str) -> bytes | None:
+        file = path / name
+        if not file.is_file():
+            return None
+        limit = file_limits.MAX_JSON_BYTES if name.endswith(".json") else file_limits.MAX_MEMBER_BYTES
+        if file.stat().st_size > limit:
+            raise ModelFormatError(f"{path}: {name} is {file.stat().st_size} bytes, more than the "
+                                   f"limit of {limit}")
+        return file.read_bytes()
+    return _read_keras_parts(str(path), member)
 
 
 def _read_keras_parts(source: str, member: Callable[[str], bytes | None]) -> KerasModel:

@@ -56,13 +56,15 @@ def load_exported(path: str | Path) -> torch.export.ExportedProgram:
     source = str(path)
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except file_limits.ZIP_ERRORS as exc:
         raise ModelFormatError(f"{source}: not a torch.export archive (not a readable zip file: "
                                f"{exc})") from exc
     with zf:
-        file_limits.check_zip(zf, source)
-        archive = _Archive(zf, source)
-        return archive.program()
+        try:
+            file_limits.check_zip(zf, source)
+            return _Archive(zf, source).program()
+        except file_limits.ZIP_ERRORS as exc:
+            raise ModelFormatError(f"{source}: corrupt or truncated torch.export archive ({exc})") from exc
 
 
 class _Archive:
