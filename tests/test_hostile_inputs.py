@@ -301,13 +301,35 @@ def test_pt2_weight_larger_than_its_bytes_is_refused(files, run) -> None:
     assert_refused(run, files["dir"], ["score", path.name, "x.npy"], "declares shape (2, 1000000)")
 
 
-def test_safe_pt2_reader_matches_torch_export_load(files) -> None:
+class _WithConstants(torch.nn.Module):
+    """BatchNorm buffers, a non-persistent buffer and a tensor made in forward (lifted constant)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = torch.nn.Conv1d(4, 3, 3), torch.nn.BatchNorm1d(3)
+        self.fc = torch.nn.Linear(3 * (L - 2), 2)
+        self.register_buffer("scale", torch.tensor(2.0), persistent=False)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x))) * self.scale + torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1)
+        return self.fc(h.flatten(1))
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_safe_pt2_reader_matches_torch_export_load(files, tmp_path, dynamic) -> None:
     from deeplift.frontends.torch import convert_exported
     from deeplift.frontends.torch_archive import load_exported
-    path = files["dir"] / "good.pt2"
-    x = torch.from_numpy(files["x"][:2])
-    ours, theirs = load_exported(path), torch.export.load(str(path))
+    torch.manual_seed(0)
+    module = _WithConstants().eval()
+    x = torch.from_numpy(onehot(n=5))
+    shapes = ({0: torch.export.Dim.AUTO},) if dynamic else None
+    torch.export.save(torch.export.export(module, (x,), dynamic_shapes=shapes), tmp_path / "m.pt2")
+    ours, theirs = load_exported(tmp_path / "m.pt2"), torch.export.load(str(tmp_path / "m.pt2"))
+    assert set(ours.constants) == set(theirs.constants) and set(ours.state_dict) == set(theirs.state_dict)
     torch.testing.assert_close(convert_exported(ours)(x), theirs.module()(x), rtol=0, atol=0)
+    if dynamic:
+        x7 = torch.from_numpy(onehot(n=7))
+        torch.testing.assert_close(convert_exported(ours)(x7), module(x7), rtol=1e-6, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------- Keras files
@@ -593,6 +615,41 @@ def test_disk_full_while_saving_is_one_line_and_leaves_no_file(files, run, monke
                         raising=False)
     assert_refused(run, files["dir"], ["score", "good.pt2", "x.npy", "--out", "full" + suffix],
                    "no space left on the device")
+
+
+@pytest.fixture()
+def small_tmpfs(tmp_path):
+    """A 16 kB tmpfs (needs root; skipped elsewhere), unmounted afterwards."""
+    import subprocess
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+
+    def mount(*options: str) -> Path:
+        opts = ",".join(("size=16k", *options))
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (not root?)")
+        return mnt
+    yield mount
+    subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+@pytest.mark.parametrize("case", ["too small", "full during the save .npz", "full during the save .h5",
+                                  "read-only"])
+def test_real_small_or_read_only_file_system(files, run, small_tmpfs, monkeypatch, case) -> None:
+    d = files["dir"]
+    np.save(d / "many.npy", onehot(n=600, seed=1))
+    mnt = small_tmpfs("ro") if case == "read-only" else small_tmpfs()
+    out = mnt / ("s.h5" if case.endswith(".h5") else "s.npz")
+    expect = {"too small": "free but", "read-only": "read-only"}.get(case, "no space left on the device")
+    if case.startswith("full"):  # let the preflight pass so that the write itself fails
+        monkeypatch.setattr("deeplift.cli.score.check_free_space", lambda *a: None)
+    else:
+        monkeypatch.setattr("deeplift.attribute", _never_called)
+    assert_refused(run, d, ["score", "good.pt2", "many.npy", "--out", str(out), "--quiet", "--batch-size", "600"],
+                   expect)
+    assert list(mnt.iterdir()) == []
+    (d / "many.npy").unlink()
 
 
 def test_sigterm_during_the_save_leaves_no_file(files, run, monkeypatch) -> None:

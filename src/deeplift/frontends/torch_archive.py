@@ -36,18 +36,27 @@ _OPERATOR_OK = {"getitem", "add", "sub", "mul", "truediv", "floordiv", "mod", "p
                 "abs", "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "not_", "invert"}
 _MATH_OK = {"ceil", "floor", "trunc", "sqrt", "exp", "log", "log2", "log10", "pow", "fabs",
             "sin", "cos", "tan", "tanh", "sym_sqrt"}
-_SYMPY_FUNCTIONS = {"FloorDiv", "ModularIndexing", "Where", "PythonMod", "Mod", "CleanDiv",
+_SYMPY_FUNCTIONS = {"Symbol", "Add", "Mul", "Pow", "StrictLessThan", "LessThan", "StrictGreaterThan",
+                    "GreaterThan", "Equality", "Unequality", "Tuple", "FloorDiv", "ModularIndexing", "Where", "PythonMod", "Mod", "CleanDiv",
                     "CeilToInt", "FloorToInt", "CeilDiv", "LShift", "RShift", "PowByNatural",
                     "FloatPow", "FloatTrueDiv", "IntTrueDiv", "IsNonOverlappingAndDenseIndicator",
                     "TruncToFloat", "TruncToInt", "RoundToInt", "RoundDecimal", "ToFloat",
                     "Identity", "Max", "Min", "Abs", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "And",
                     "Or", "Not", "floor", "ceiling", "Integer", "Rational", "Float", "Piecewise",
                     "ITE", "BitwiseFn_bitwise_and", "BitwiseFn_bitwise_or"}
+_TORCH_SYMBOLIC = {"torch.sym_int", "torch.sym_float", "torch.sym_max", "torch.sym_min", "torch.sym_not",
+                   "torch.sym_sqrt", "torch._sym_sqrt", "torch.sym_ite", "torch.sym_sum"}
 _SYMPY_CONSTANTS = {"oo", "zoo", "nan", "True", "False", "true", "false", "pi", "E"}
 _SYM_TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d+)?(?:e[+-]?\d+)?)|(?P<name>[A-Za-z_]\w*)"
-                        r"|(?P<op>\*\*|//|<=|>=|==|!=|[-+*/%<>(),&|~]))")
+                        r"|(?P<str>'[a-z]+\d+')|(?P<op>\*\*|//|<=|>=|==|!=|[-+*/%<>(),&|~=]))")
 _SYMBOL = re.compile(r"^[a-z]+\d+$")
-_OPERATORS = {"**", "//", "<=", ">=", "==", "!=", *"-+*/%<>(),&|~"}
+_ASSUMPTION_BEFORE = re.compile(r"[(,]\s*[a-z_]+\s*$")
+_OPERATORS = {"**", "//", "<=", ">=", "==", "!=", *"-+*/%<>(),&|~="}
+#: keyword arguments of sympy's own spelling (``srepr``), which torch writes:
+#: Symbol('s0', positive=True, integer=True)
+_ASSUMPTIONS = {"positive", "negative", "nonnegative", "nonpositive", "integer", "real", "finite",
+                "nonzero", "zero", "even", "odd", "extended_real", "rational", "infinite", "commutative",
+                "precision"}
 
 
 def load_exported(path: str | Path) -> torch.export.ExportedProgram:
@@ -231,6 +240,8 @@ def _check_graph(program: Any, source: str) -> None:
 
 
 def _safe_target(target: str) -> bool:
+    if target in _TORCH_SYMBOLIC:
+        return True
     parts = target.split(".")
     if parts[:3] == ["torch", "ops", "aten"] and len(parts) == 5:
         return all(re.fullmatch(r"[A-Za-z_]\w*", p) for p in parts[3:]) and not parts[3].startswith("__")
@@ -253,12 +264,15 @@ def _safe_expression(text: str) -> bool:
         pos = match.end()
         name = match.group("name")
         if name is not None:
-            if not (name in _SYMPY_FUNCTIONS or name in _SYMPY_CONSTANTS or _SYMBOL.match(name)):
+            if not (name in _SYMPY_FUNCTIONS or name in _SYMPY_CONSTANTS or _SYMBOL.match(name)
+                    or name in _ASSUMPTIONS):
                 return False
             prev = name
         else:
             op = match.group("op")
             if op == "(" and prev and prev not in _SYMPY_FUNCTIONS and prev not in _OPERATORS:
                 return False
-            prev = op or "0"
+            prev = op or "0"  # a number or a quoted symbol name
+            if op == "=" and not _ASSUMPTION_BEFORE.search(text[:match.start()]):
+                return False
     return text[pos:].strip() == ""
