@@ -539,30 +539,22 @@ def test_model_too_large_for_memory_is_not_blamed_on_batch_size(files, run, monk
                                   "references", "weights"])
 def test_out_naming_an_input_of_the_run_is_refused(files, run, what) -> None:
     d = files["dir"]
-    np.save(d / "refs.npy", np.zeros_like(files["x"]))
-    for name in ("link.npy", "hard.npy"):
-        (d / name).unlink(missing_ok=True)
-    os.symlink(d / "x.npy", d / "link.npy")
-    os.link(d / "x.npy", d / "hard.npy")
-    np.save(d / "x.h5.npy", files["x"])
-    # --out must end in .npz/.h5, so each input is given under such a name
+    # --out must end in .npz/.h5, so each input of the run is given under such a name
     np.savez(d / "inputs.npz", inputs=files["x"])
     np.savez(d / "refs.npz", inputs=np.zeros_like(files["x"]))
     torch.save(torch_model().state_dict(), d / "state.h5")
-    os.symlink(d / "inputs.npz", d / "inputs_link.npz") if not (d / "inputs_link.npz").exists() else None
-    if not (d / "inputs_hard.npz").exists():
-        os.link(d / "inputs.npz", d / "inputs_hard.npz")
+    for name, make in (("inputs_link.npz", os.symlink), ("inputs_hard.npz", os.link)):
+        if not (d / name).exists():
+            make(d / "inputs.npz", d / name)
     argv = {
-        "model": ["score", "good.keras", "x_cl.npy", "--out", "good.h5"],
+        "model": ["score", "model.h5", "x_cl.npy", "--out", "model.h5"],
         "inputs": ["score", "good.pt2", "inputs.npz", "--out", "inputs.npz"],
         "symlink to inputs": ["score", "good.pt2", "inputs.npz", "--out", "inputs_link.npz"],
         "hard link to inputs": ["score", "good.pt2", "inputs.npz", "--out", "inputs_hard.npz"],
         "references": ["score", "good.pt2", "x.npy", "--references", "refs.npz", "--out", "refs.npz"],
         "weights": ["score", "hostile_models:Net", "x.npy", "--weights", "state.h5", "--out", "state.h5"],
     }[what]
-    if what == "model":
-        (d / "good.h5").write_bytes((d / "good.keras").read_bytes())
-        argv[1] = "good.h5"
+    (d / "model.h5").write_bytes((d / "good.keras").read_bytes())  # the format is sniffed from the bytes
     assert_refused(run, d, argv, "of this run")
 
 
