@@ -320,7 +320,7 @@ def softmax_model():
 @pytest.mark.parametrize("method", METHODS)
 def test_softmax_targets_are_mean_centred_unless_turned_off(softmax_model, x, r, method):
     net, model = softmax_model
-    assert deeplift.api.default_target_layer(model) == "out"  # the logits, not the softmax
+    assert deeplift.plan.default_target_layer(model) == "out"  # the logits, not the softmax
     raw = deeplift.attribute(model, x, r, method=method, target="all", softmax_centering=False)
     centred = deeplift.attribute(model, x, r, method=method, target="all")
     torch.testing.assert_close(centred, raw - raw.mean(1, keepdim=True), rtol=0, atol=1e-12)

@@ -279,7 +279,7 @@ BAD_RUNS = [
     ("unsupported layer in check", ["check", "tinymodels:Unsupported", "--input-shape", "4,40"],
      "unsupported op: op aten.sort"),
     ("module without input shape", ["check", "tinymodels:ImageNet"], "add --input-shape"),
-    ("bad method", ["score", "dna.pt2", "dna.npy", "--method", "deeplift"], "invalid choice: 'deeplift'"),
+    ("bad method", ["score", "dna.pt2", "dna.npy", "--method", "deeplift"], "unknown method 'deeplift'"),
     ("bad target", ["score", "dna.pt2", "dna.npy", "--target", "9"], "--target 9 is out of range"),
     ("bad reference kind", ["score", "dna.pt2", "dna.npy", "--references", "random"],
      "--references random is neither"),
@@ -339,3 +339,51 @@ def test_debug_shows_the_traceback(bad_files, monkeypatch):
     monkeypatch.chdir(bad_files)
     with pytest.raises(CliError, match="model file nope.pt2 does not exist"):
         main(["score", "nope.pt2", "dna.npy", "--debug"])
+
+
+def test_score_runs_the_model_forward_once_before_scoring(tmp_path, monkeypatch):
+    """The plan reuses what conversion learnt: before the first batch, the source module runs
+    forward once on real tensors (the conversion check) and the converted model once."""
+    import deeplift.engine
+    import deeplift.examples.motif_model as motif
+    import deeplift.graph
+    from deeplift.cli import main
+
+    calls = {"module": 0, "model": 0, "at_scoring": None}
+    make = motif.load_example_model
+
+    def counting_model():
+        module = make()
+
+        def count(mod, args):
+            if not any(type(a).__name__ == "FakeTensor" for a in args):  # not torch.export's tracing
+                calls["module"] += 1
+        module.register_forward_pre_hook(count)
+        return module
+
+    forward_all = deeplift.graph.Model.forward_all
+    run = deeplift.engine.PairRunner.run
+
+    def counting_forward_all(self, *args, **kwargs):
+        calls["model"] += 1
+        return forward_all(self, *args, **kwargs)
+
+    def noting_run(self, *args, **kwargs):
+        calls["at_scoring"] = (calls["module"], calls["model"])
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(motif, "load_example_model", counting_model)
+    monkeypatch.setattr(deeplift.graph.Model, "forward_all", counting_forward_all)
+    monkeypatch.setattr(deeplift.engine.PairRunner, "run", noting_run)
+    monkeypatch.chdir(tmp_path)
+    assert main(["score", "--quiet", "--n-references", "2", "--out", str(tmp_path / "s.npz")]) == 0
+    assert calls["at_scoring"] == (1, 1)
+
+
+def test_method_names_are_normalised_like_the_python_api(tmp_path, monkeypatch):
+    from deeplift.cli import main
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "rc.npz"
+    assert main(["score", "--quiet", "--method", "revealcancel", "--n-references", "1",
+                 "--out", str(out)]) == 0
+    assert load_scores(out)["metadata"]["method"] == "reveal_cancel"

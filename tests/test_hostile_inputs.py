@@ -519,7 +519,7 @@ def test_h5_inputs_declaring_more_than_they_hold_are_refused(files, run) -> None
 def test_allocation_failure_while_scoring_is_one_line(files, run, monkeypatch) -> None:
     def no_memory(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
-    monkeypatch.setattr("deeplift.attribute", no_memory)
+    monkeypatch.setattr("deeplift.plan.execute", no_memory)
     assert_refused(run, files["dir"], ["score", "good.pt2", "x.npy", "--method", "integrated_gradients"],
                    "out of memory while scoring; lower --batch-size")
 
@@ -574,7 +574,7 @@ def test_out_in_a_read_only_folder_is_refused_before_scoring(files, run, monkeyp
     def no_probe(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
     monkeypatch.setattr(cli_output.tempfile, "mkstemp", no_probe)
-    monkeypatch.setattr("deeplift.attribute", _never_called)
+    monkeypatch.setattr("deeplift.plan.execute", _never_called)
     assert_refused(run, files["dir"], ["score", "good.pt2", "x.npy", "--out", "ro.npz"], "read-only")
 
 
@@ -589,7 +589,7 @@ def test_too_little_free_space_is_refused_before_scoring(files, run, monkeypatch
         def __init__(self, st):
             self.f_flag, self.f_frsize, self.f_bavail = st.f_flag, 1, 100
     monkeypatch.setattr(cli_output.os, "statvfs", lambda p: Full(real(p)))
-    monkeypatch.setattr("deeplift.attribute", _never_called)
+    monkeypatch.setattr("deeplift.plan.execute", _never_called)
     assert_refused(run, files["dir"], ["score", "good.pt2", "x.npy", "--out", "full.npz"], "free but")
 
 
@@ -637,7 +637,7 @@ def test_real_small_or_read_only_file_system(files, run, small_tmpfs, monkeypatc
     if case.startswith("full"):  # let the preflight pass so that the write itself fails
         monkeypatch.setattr("deeplift.cli.score.check_free_space", lambda *a: None)
     else:
-        monkeypatch.setattr("deeplift.attribute", _never_called)
+        monkeypatch.setattr("deeplift.plan.execute", _never_called)
     assert_refused(run, d, ["score", "good.pt2", "many.npy", "--out", str(out), "--quiet", "--batch-size", "600"],
                    expect)
     assert list(mnt.iterdir()) == []
@@ -656,12 +656,10 @@ def test_sigterm_during_the_save_leaves_no_file(files, run, monkeypatch) -> None
 
 
 def test_sigint_during_scoring_leaves_no_file(files, run, monkeypatch) -> None:
-    import deeplift
-
     def interrupted(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         raise AssertionError("the signal should have interrupted scoring")
-    monkeypatch.setattr(deeplift, "attribute", interrupted)
+    monkeypatch.setattr("deeplift.plan.execute", interrupted)
     d = files["dir"]
     before = snapshot(d)
     status, _, err = run("score", "good.pt2", "x.npy", "--out", "int.npz")

@@ -9,6 +9,7 @@ from .api import attribute
 from .errors import (DeepLiftError, InputError, ModelFormatError, SummationToDeltaWarning,
                      UnsupportedLayerError)
 from .graph import Model
+from .plan import PerExampleTargets, SeveralTargets
 
 __version__ = "1.0.0.dev0"
 
@@ -26,7 +27,7 @@ def load(path, **kwargs) -> Model:
 
 
 _SUBMODULES = {"models", "conversion", "util", "dinuc_shuffle", "visualization", "blobs", "layers",
-               "references", "genomics", "io", "viz", "methods", "engine", "examples", "cli",
+               "references", "genomics", "io", "viz", "methods", "engine", "examples", "cli", "plan", "arrays", "rules",
                "frontends", "legacy"}
 
 
@@ -39,5 +40,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'deeplift' has no attribute {name!r}")
 
 
-__all__ = ["attribute", "convert", "load", "Model", "DeepLiftError", "InputError",
+__all__ = ["attribute", "convert", "load", "Model", "PerExampleTargets", "SeveralTargets", "DeepLiftError", "InputError",
            "ModelFormatError", "SummationToDeltaWarning", "UnsupportedLayerError", "__version__"]

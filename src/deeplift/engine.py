@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from .genomics import one_hot_axis
+from .genomics import hypothetical_contributions, one_hot_axis
 from .graph import Model
 from .layers.base import Constant, Input, Layer, Multipliers, Split
 from .methods import Method
@@ -219,17 +219,28 @@ def contributions(state: PassState, name: str, m: Multipliers) -> Tensor:
 @dataclass
 class TargetSpec:
     """The target layer, the unit indices scored (flattened per example), whether one int was
-    asked for (no target axis in the output), and whether softmax logits are mean-centred."""
+    asked for (no target axis in the output), and whether softmax logits are mean-centred.
+    ``per_example``: one unit per example instead (``indices`` is then ``[0]``, one target)."""
 
     layer: str
     indices: list[int]
     single: bool
     centre: bool
     n_features: int
+    per_example: list[int] | None = None
 
 
-def target_seeds(spec: TargetSpec, n_pairs: int, shape: tuple, dtype, device) -> Tensor:
-    """(T, P, *shape): one-hot per target (minus 1/K when softmax logits are mean-centred)."""
+def target_seeds(spec: TargetSpec, ex: Tensor, shape: tuple, dtype, device) -> Tensor:
+    """(T, P, *shape) for the pairs whose examples are ``ex``: one-hot per target (minus 1/K
+    when softmax logits are mean-centred)."""
+    n_pairs = len(ex)
+    if spec.per_example is not None:
+        units = torch.tensor(spec.per_example, device=device)[ex.to(device)]
+        eye = torch.zeros((1, n_pairs, spec.n_features), dtype=dtype, device=device)
+        eye[0, torch.arange(n_pairs, device=device), units] = 1
+        if spec.centre:
+            eye = eye - 1.0 / spec.n_features
+        return eye.reshape(1, n_pairs, *shape)
     eye = torch.zeros((len(spec.indices), spec.n_features), dtype=dtype, device=device)
     eye[torch.arange(len(spec.indices)), torch.tensor(spec.indices)] = 1
     if spec.centre:
@@ -269,9 +280,7 @@ class PairRunner:
                   for s in self.score_names]
         deltas = torch.zeros((n, n_refs, t), dtype=xs[0].dtype, device=xs[0].device)
         n_pairs = n * n_refs
-        per_batch = batch_size
-        if self.method.output == "integrated_gradients":
-            per_batch = max(1, batch_size // steps)
+        per_batch = self.method.pairs_per_batch(batch_size, steps)
         batches = range(0, n_pairs, per_batch)
         self.shared_r_values = None
         if (refs is not None and self.method.uses_reference and all(r.shape[0] == 1 for r in refs)
@@ -296,7 +305,7 @@ class PairRunner:
 
     # -- one batch ------------------------------------------------------------------------------
     def _batch(self, xs, refs, ex: Tensor, rf: Tensor, steps: int):
-        if self.method.output == "integrated_gradients":
+        if self.method.integrated:
             return self._integrated_gradients(xs, refs, ex, rf, steps)
         uniq_ex, x_idx = torch.unique(ex, return_inverse=True)
         x_batch = [x.index_select(0, uniq_ex) for x in xs]
@@ -304,11 +313,11 @@ class PairRunner:
             with torch.no_grad():
                 x_values = self.model.forward_all(x_batch, self.needed)
             state = PassState(self.model, x_values, None, x_idx, None, self.rule_for, self.options)
-            ms = self._backward(state, len(ex))
+            ms = self._backward(state, ex)
             out = []
             for name, (mp, mn) in zip(self.score_names, ms):
                 mult = mp if mn is None else 0.5 * (mp + mn)
-                out.append(mult * state.x(name) if self.method.output == "gradient_x_input" else mult)
+                out.append(self.method.from_multipliers(mult, state.x(name)))
             return out, None
         if self.shared_r_values is not None:
             with torch.no_grad():
@@ -318,7 +327,7 @@ class PairRunner:
             r_rows, r_idx = self._reference_rows(refs, ex, rf)
             x_values, r_values = forward_together(self.model, x_batch, r_rows, self.needed)
         state = PassState(self.model, x_values, r_values, x_idx, r_idx, self.rule_for, self.options)
-        ms = self._backward(state, len(ex))
+        ms = self._backward(state, ex)
         out = []
         for name, m in zip(self.score_names, ms):
             if self.hypothetical:
@@ -329,7 +338,7 @@ class PairRunner:
         if self.return_delta or self.check_delta:
             contribs = out if not self.hypothetical else [
                 contributions(state, n, m) for n, m in zip(self.score_names, ms)]
-            delta, target_delta = self._delta_error(state, contribs)
+            delta, target_delta = self._delta_error(state, contribs, ex)
             self._note_worst(delta, target_delta, ex, rf)
         return out, delta
 
@@ -349,14 +358,14 @@ class PairRunner:
         rows = [r[ex if r.shape[0] > 1 else torch.zeros_like(ex), rf] for r in refs]
         return rows, None
 
-    def _backward(self, state: PassState, n_pairs: int):
+    def _backward(self, state: PassState, ex: Tensor):
         """Multipliers of every score layer for all targets: the targets' seeds are stacked and go
         back together, in as few passes as keep (targets × pairs) rows within 16 × batch_size
         (one pass unless there are very many targets, e.g. every class of a large classifier)."""
         shape = self.shapes[self.spec.layer][1:]
-        seeds = target_seeds(self.spec, n_pairs, shape, state.x(self.spec.layer).dtype,
+        seeds = target_seeds(self.spec, ex, shape, state.x(self.spec.layer).dtype,
                              state.x(self.spec.layer).device)
-        per_pass = max(1, (16 * self.batch_size) // n_pairs)
+        per_pass = max(1, (16 * self.batch_size) // len(ex))
         chunks = [backward(self.model, state, self.spec.layer, seeds[t:t + per_pass],
                                   self.score_names) for t in range(0, seeds.shape[0], per_pass)]
         if len(chunks) == 1:
@@ -367,14 +376,13 @@ class PairRunner:
         mp, mn = m
         mult = mp if mn is None else 0.5 * (mp + mn)
         axis = one_hot_axis(ref) + 1  # multipliers carry a leading target axis
-        return mult - (ref * mult).sum(axis, keepdim=True)
+        return hypothetical_contributions(mult, ref, channel_axis=axis)
 
-    def _delta_error(self, state: PassState, contribs: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def _delta_error(self, state: PassState, contribs: list[Tensor], ex: Tensor) -> tuple[Tensor, Tensor]:
         """(Σ contributions − seed·Δtarget, seed·Δtarget), per (target, pair)."""
         total = sum(c.flatten(2).sum(2) for c in contribs)
         d_target = state.delta(self.spec.layer).reshape(-1, self.spec.n_features)  # (P, K); also for (P,) outputs
-        seeds = target_seeds(self.spec, d_target.shape[0], (self.spec.n_features,), d_target.dtype,
-                             d_target.device)
+        seeds = target_seeds(self.spec, ex, (self.spec.n_features,), d_target.dtype, d_target.device)
         target_delta = (seeds * d_target).sum(-1)
         return total - target_delta, target_delta
 
@@ -392,7 +400,7 @@ class PairRunner:
         with torch.no_grad():
             values = self.model.forward_all(points, self.needed)
         state = PassState(self.model, values, None, None, None, self.rule_for, self.options)
-        ms = self._backward(state, steps * n_pairs)
+        ms = self._backward(state, ex.repeat(steps))
         out = []
         for name, (mp, _), x, r in zip(self.score_names, ms, x_pairs, r_pairs):
             mean_grad = mp.reshape(mp.shape[0], steps, n_pairs, *mp.shape[2:]).mean(1)
@@ -402,7 +410,7 @@ class PairRunner:
             with torch.no_grad():
                 fx = self.model.forward_all(x_pairs, [self.spec.layer])[self.spec.layer].reshape(n_pairs, -1)
                 fr = self.model.forward_all(r_pairs, [self.spec.layer])[self.spec.layer].reshape(n_pairs, -1)
-            seeds = target_seeds(self.spec, n_pairs, (self.spec.n_features,), fx.dtype, fx.device)
+            seeds = target_seeds(self.spec, ex, (self.spec.n_features,), fx.dtype, fx.device)
             total = sum(c.flatten(2).sum(2) for c in out)
             delta = total - (seeds * (fx - fr)).sum(-1)
         return out, delta

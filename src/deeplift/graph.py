@@ -9,6 +9,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from .arrays import prepare_forward_inputs
 from .errors import InputError
 from .layers.base import Constant, Input, Layer
 
@@ -47,6 +48,8 @@ class Model:
         #: rows pushed through the forward pass so far (examples + references); lets tests and
         #: benchmarks check that work is not repeated
         self.rows_forwarded = 0
+        #: layer output shapes per example shape of the inputs (see ``layer_shapes``)
+        self._shapes: dict[tuple, dict[str, tuple]] = {}
         self._consumers: dict[str, list[str]] = {n: [] for n in self.layers}
         for n, l in self.layers.items():
             for i in l.inputs:
@@ -148,13 +151,32 @@ class Model:
             values[name] = layer.forward(*[values[i] for i in layer.inputs])
         return values
 
+    def layer_shapes(self, inputs: Sequence[Tensor], needed: Iterable[str]) -> dict[str, tuple]:
+        """Output shapes (batch axis of 1) of the ``needed`` layers for inputs shaped like
+        ``inputs``: from a one-example forward pass, remembered per example shape, so a
+        model scored again on same-shaped inputs (or just checked on them) runs no extra pass."""
+        key = tuple(tuple(t.shape[1:]) for t in inputs)
+        known = self._shapes.get(key, {})
+        needed = list(needed)
+        if any(n not in known for n in needed):
+            with torch.no_grad():
+                values = self.forward_all([t[:1] for t in inputs], needed)
+            self._remember_shapes(key, values)
+            known = self._shapes[key]
+        return {n: known[n] for n in known}
+
+    def _remember_shapes(self, key: tuple, values: dict[str, Tensor]) -> None:
+        shapes = dict(self._shapes.get(key, {}))
+        shapes.update({n: (1, *v.shape[1:]) for n, v in values.items()})
+        self._shapes[key] = shapes  # one assignment: safe to read from other threads
+
     def __call__(self, *inputs) -> "Tensor | tuple[Tensor, ...]":
         """Forward pass: equals the source model's forward."""
-        from .api import prepare_forward_inputs  # local: api imports graph
-
         tensors, to_numpy = prepare_forward_inputs(self, inputs)
         with torch.no_grad():
             values = self.forward_all(tensors, self.output_names)
+        if tensors and tensors[0].shape[0] > 0:
+            self._remember_shapes(tuple(tuple(t.shape[1:]) for t in tensors), values)
         outs = [values[n] for n in self.output_names]
         if to_numpy:
             outs = [o.detach().cpu().numpy() for o in outs]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from torch import Tensor
+
 from .errors import InputError
 from .graph import Model
 from .layers.base import Layer
@@ -29,6 +31,25 @@ class Method:
     uses_reference: bool
     output: str
     sums_to_delta: bool = False
+
+    @property
+    def integrated(self) -> bool:
+        """Averages gradients along the path from the reference (integrated gradients)."""
+        return self.output == "integrated_gradients"
+
+    @property
+    def takes_references(self) -> bool:
+        """Needs references: DeepLIFT-style methods and path-integrated gradients."""
+        return self.uses_reference or self.integrated
+
+    def pairs_per_batch(self, batch_size: int, steps: int) -> int:
+        """(example, reference) pairs per batch so that a batch holds ``batch_size`` rows
+        (integrated gradients runs every pair at ``steps`` points of its path)."""
+        return max(1, batch_size // steps) if self.integrated else batch_size
+
+    def from_multipliers(self, multipliers: Tensor, x: Tensor) -> Tensor:
+        """A gradient-style method's scores from its multipliers at a layer with values ``x``."""
+        return multipliers * x if self.output == "gradient_x_input" else multipliers
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [

@@ -1,4 +1,4 @@
-"""The ``deeplift`` command: ``score``, ``plot`` and ``check`` (DESIGN.md §4).
+"""The ``deeplift`` command: ``score``, ``plot`` and ``check`` (README "Quickstart (command line)").
 
     deeplift score                              # the bundled motif example, with motif AUROCs
     deeplift score model.h5 seqs.fa --method genomics_default --references dinuc-shuffle --target all

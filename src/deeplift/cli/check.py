@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .common import CliError, _shape, _text
-from .sources import Source, _as_tensors, _probe_forward, _unsupported, load_source
+from .sources import Source, _unsupported, load_source
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -24,7 +24,6 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise CliError(f"{source.spec} is a PyTorch module, which needs an input shape to be traced",
                            "add --input-shape, e.g. --input-shape 4,200 for (N, 4, 200)")
         x = np.random.default_rng(0).standard_normal((8, *shape)).astype(np.float32)
-        _probe_forward(source, _as_tensors(x))
         source.model = _convert_unchecked(source, x)
     model = source.model
     print(f"model: {source.spec} ({source.kind}): {len(model.layer_names)} layers, inputs "
@@ -57,12 +56,15 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
 def _convert_unchecked(source: Source, x: np.ndarray) -> Any:
     import torch
 
+    from ..errors import InputError, UnsupportedLayerError
     from ..frontends.torch import convert_module
-    from ..errors import UnsupportedLayerError
     try:
         return convert_module(source.module, torch.from_numpy(x[:2]), check=False)
     except UnsupportedLayerError as exc:
         raise _unsupported(source.spec, exc) from exc
+    except InputError as exc:  # the module itself fails on inputs of this shape
+        raise CliError(f"{source.spec}: {_text(exc)}",
+                       "give --input-shape as the shape of one example the module's forward expects") from exc
 
 
 def layer_table(model: Any) -> list[str]:

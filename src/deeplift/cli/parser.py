@@ -11,7 +11,8 @@ from .check import cmd_check
 from .common import CliError, _fix, _problem, _text
 from .output import Terminated, signals_as_exceptions
 from .plot import cmd_plot
-from .score import METHODS, REFERENCE_KINDS, cmd_score
+from ..methods import METHODS
+from .score import REFERENCE_KINDS, cmd_score
 from .sources import MODEL_FORMATS
 
 PROG = "deeplift"
@@ -47,8 +48,9 @@ def _score_parser(sub: Any) -> None:
                    "the bundled example: dinuc-shuffle)")
     p.add_argument("--n-references", type=int, metavar="R",
                    help="shuffled references per example, averaged (default 10)")
-    p.add_argument("--method", choices=METHODS,
-                   help="default rescale (the bundled example: genomics_default)")
+    p.add_argument("--method", metavar="METHOD",
+                   help=f"{', '.join(METHODS)} (also the original library's names, e.g. "
+                   "revealcancel); default rescale (the bundled example: genomics_default)")
     p.add_argument("--target", metavar="INT|LIST|all",
                    help="output unit(s) of the target layer: 0, 0,2 or all (default 0; bundled: all)")
     p.add_argument("--target-layer", metavar="NAME", help="default: the logits")

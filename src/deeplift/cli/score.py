@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -15,12 +14,9 @@ import numpy as np
 from .common import CliError, _fix, _problem, _shape, _text
 from .output import check_free_space, check_output_path, expected_size, write_output
 from .inputs import Inputs, check_input_shapes, onehot_layout, read_array_file, read_inputs
+from ..plan import default_target_layer
 from .sources import Source, convert_source, load_source
 
-METHODS = ["rescale", "reveal_cancel", "genomics_default", "gradient", "gradient_x_input",
-           "guided_backprop", "integrated_gradients"]
-GRADIENT_METHODS = {"gradient", "gradient_x_input", "guided_backprop"}
-DEEPLIFT_METHODS = {"rescale", "reveal_cancel", "genomics_default"}
 REFERENCE_KINDS = ["zeros", "background", "shuffle", "dinuc-shuffle"]
 SHUFFLE_KINDS = {"shuffle", "dinuc-shuffle"}
 OUT_SUFFIXES = (".npz", ".h5", ".hdf5")
@@ -65,13 +61,25 @@ def resolve_target_names(target: Any, task_names: list[str] | None) -> Any:
     return out if isinstance(target, list) else out[0]
 
 
+def method_name(text: str) -> str:
+    """The method's canonical name from any spelling ``deeplift.attribute`` accepts."""
+    from ..errors import InputError
+    from ..methods import get_method
+    try:
+        return get_method(text).name
+    except InputError as exc:
+        raise CliError(f"--method: {_text(exc)}", "see 'deeplift score --help'") from exc
+
+
 def score_options(args: argparse.Namespace, bundled: bool) -> ScoreOptions:
     """Check the option values before any loading, so mistakes fail fast."""
-    method = args.method or ("genomics_default" if bundled else "rescale")
+    from ..methods import get_method
+    method = method_name(args.method or ("genomics_default" if bundled else "rescale"))
+    takes_references = get_method(method).takes_references
     refs = args.references
     if refs is None:
-        refs = "dinuc-shuffle" if bundled and method not in GRADIENT_METHODS else "zeros"
-    elif method in GRADIENT_METHODS:
+        refs = "dinuc-shuffle" if bundled and takes_references else "zeros"
+    elif not takes_references:
         raise CliError(f"--references has no effect with --method {method} (it uses no reference)",
                        "drop --references, or use a reference-based method such as rescale")
     if args.n_references is not None:
@@ -89,7 +97,7 @@ def score_options(args: argparse.Namespace, bundled: bool) -> ScoreOptions:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CliError(f"--{name.replace('_', '-')} must be at least 1, got {value}", "give a positive integer")
-    if args.hypothetical and method not in DEEPLIFT_METHODS:
+    if args.hypothetical and not get_method(method).uses_reference:
         raise CliError(f"--hypothetical needs a DeepLIFT method, not {method}",
                        "use --method rescale, reveal_cancel or genomics_default")
     out = Path(args.out or "deeplift_scores.npz")
@@ -133,16 +141,6 @@ def _check_one_hot(x: np.ndarray, path: str) -> None:
                        "other than one 1 per position", "use --references zeros or background")
 
 
-def n_reference_pairs(refs: Any, n_refs: int | None, inputs: Inputs) -> int:
-    """References per example (for the progress-bar decision only)."""
-    if n_refs is not None:
-        return n_refs
-    x = inputs.data
-    if isinstance(refs, np.ndarray) and not isinstance(x, dict) and refs.ndim == x.ndim + 1:
-        return int(refs.shape[1])
-    return 1
-
-
 def cmd_score(args: argparse.Namespace) -> int:
     if args.model is not None and args.inputs is None:
         raise CliError("MODEL was given without INPUTS",
@@ -156,20 +154,21 @@ def cmd_score(args: argparse.Namespace) -> int:
     model = _place(model, opts)
     check_input_shapes(model, inputs)
     opts.target = resolve_target_names(opts.target, source.task_names)
-    target_layer = _parse_layer(args.target_layer)
-    indices, layer = resolve_target_indices(model, inputs, opts.target, target_layer)
-    tasks = source.task_names if layer == _default_layer(model) else None  # names of the logits
     refs = make_references(opts.references, opts.n_references, args.seed, inputs, model)
+    plan = make_score_plan(model, inputs, refs, opts, args)
+    layer = plan.target.layer
+    tasks = source.task_names if layer == default_target_layer(model) else None  # names of the logits
     say = (lambda *a: None) if args.quiet else print
-    _describe_run(say, source, model, inputs, opts, indices, tasks, args.seed)
+    _describe_run(say, source, model, inputs, opts, plan.target.indices, tasks, args.seed)
     arrays = inputs.data.values() if isinstance(inputs.data, dict) else [inputs.data]
-    check_free_space(opts.out, "--out", expected_size(arrays, len(indices), model.dtype.itemsize))
-    scores, delta, seconds = run_attribute(model, inputs, refs, opts, args, target_layer)
-    meta = _metadata(source, model, inputs, opts, args, indices, layer, tasks, delta)
+    check_free_space(opts.out, "--out", expected_size(arrays, len(plan.target.indices), model.dtype.itemsize))
+    scores, delta, seconds = run_plan(plan)
+    meta = _metadata(source, model, inputs, opts, args, plan.target.indices, layer, tasks, delta)
     _save(opts.out, scores, inputs, model, meta)
     say(f"wrote {opts.out}: scores {_shape(_first(scores).shape)}")
     if bundled and tasks:
-        for line in motif_auroc_lines(_first(scores), inputs.data, indices, tasks, args.hypothetical):
+        for line in motif_auroc_lines(_first(scores), inputs.data, plan.target.indices, tasks,
+                                      args.hypothetical):
             print(line)
     print(_summary(inputs, seconds, meta["max_abs_delta"])
           + (f"; replaced the existing {opts.out}" if replacing else ""))
@@ -204,51 +203,44 @@ def _parse_layer(text: str | None) -> Any:
     return int(text) if re.fullmatch(r"-?\d+", text.strip()) else text
 
 
-def resolve_target_indices(model: Any, inputs: Inputs, target: Any, target_layer: Any
-                           ) -> tuple[list[int], str]:
-    """The unit indices that will be scored, checked against the target layer's size."""
-    import torch
-
-    from ..api import default_target_layer
-    from ..errors import InputError
-    try:
-        layer = default_target_layer(model) if target_layer is None else model.resolve(target_layer, "target layer")
-    except InputError as exc:
-        raise CliError(f"--target-layer: {_text(exc)}", "run 'deeplift check MODEL' to see the layer names") from exc
-    data = inputs.data if isinstance(inputs.data, dict) else {model.input_names[0]: inputs.data}
-    first = [torch.as_tensor(np.asarray(data[n][:1]), dtype=model.dtype, device=model.device)
-             for n in model.input_names]
-    with torch.no_grad():
-        n_units = int(model.forward_all(first, [layer])[layer][0].numel())
-    wanted = list(range(n_units)) if target == "all" else (target if isinstance(target, list) else [target])
-    for t in wanted:
-        if not -n_units <= t < n_units:
-            raise CliError(f"--target {t} is out of range: layer {layer!r} has {n_units} output unit(s)",
-                           f"use 0..{n_units - 1} or all")
-    return [t % n_units for t in wanted], layer
-
-
-def run_attribute(model: Any, inputs: Inputs, refs: Any, opts: ScoreOptions, args: argparse.Namespace,
-                  target_layer: Any) -> tuple[Any, Any, float]:
-    """``deeplift.attribute`` with the summation-to-delta check; returns scores, delta, seconds."""
-    import deeplift
+def make_score_plan(model: Any, inputs: Inputs, refs: Any, opts: ScoreOptions,
+                    args: argparse.Namespace) -> Any:
+    """The library's plan of this run (inputs, references, targets, batches), with the CLI's
+    wording for a bad --target / --target-layer."""
     from ..errors import DeepLiftError
-    with_delta = opts.method not in GRADIENT_METHODS
-    batch_size = args.batch_size or 256
-    steps = args.steps or 50
-    per_batch = max(1, batch_size // steps) if opts.method == "integrated_gradients" else batch_size
-    n_batches = math.ceil(inputs.n * n_reference_pairs(refs, opts.n_references, inputs) / per_batch)
+    from ..methods import get_method
+    from ..plan import SeveralTargets, make_plan
+    target = SeveralTargets(opts.target) if isinstance(opts.target, list) else opts.target
+    try:
+        plan = make_plan(model, inputs.data, references=refs, method=opts.method, target=target,
+                         target_layer=_parse_layer(args.target_layer),
+                         batch_size=args.batch_size or 256, steps=args.steps or 50,
+                         hypothetical=args.hypothetical,
+                         return_delta=get_method(opts.method).takes_references, seed=args.seed)
+    except DeepLiftError as exc:
+        message = _text(exc)
+        if "target layer" in message:
+            raise CliError(f"--target-layer: {message}", "run 'deeplift check MODEL' to see the layer names") from exc
+        if message.startswith("target "):
+            raise CliError(f"--{message}", "use a unit index of the target layer, a list 0,2, or all") from exc
+        raise CliError(f"scoring failed: {_problem(exc)}", _fix(exc, "check the inputs and options "
+                       "(deeplift score --help)")) from exc
+    plan.progress = plan.n_batches > 1 and not args.quiet
+    return plan
+
+
+def run_plan(plan: Any) -> tuple[Any, Any, float]:
+    """Execute the plan; returns scores, the summation-to-delta errors (or None), seconds."""
+    from ..errors import DeepLiftError
+    from ..plan import execute
     start = time.perf_counter()
     try:
-        result = deeplift.attribute(
-            model, inputs.data, references=refs, method=opts.method, target=opts.target,
-            target_layer=target_layer, batch_size=batch_size, progress=n_batches > 1 and not args.quiet,
-            steps=steps, hypothetical=args.hypothetical, return_delta=with_delta, seed=args.seed)
+        result = execute(plan)
     except DeepLiftError as exc:
         raise CliError(f"scoring failed: {_problem(exc)}", _fix(exc, "check the inputs and options "
                        "(deeplift score --help)")) from exc
     seconds = time.perf_counter() - start
-    scores, delta = result if with_delta else (result, None)
+    scores, delta = result if plan.return_delta else (result, None)
     return scores, delta, seconds
 
 
@@ -273,11 +265,6 @@ def _metadata(source: Source, model: Any, inputs: Inputs, opts: ScoreOptions, ar
         "versions": {"deeplift": deeplift.__version__, "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
     }
-
-
-def _default_layer(model: Any) -> str:
-    from ..api import default_target_layer
-    return default_target_layer(model)
 
 
 def _save(out: Path, scores: Any, inputs: Inputs, model: Any, meta: dict) -> None:
@@ -306,13 +293,18 @@ def _describe_run(say: Callable, source: Source, model: Any, inputs: Inputs, opt
     what = f"one-hot DNA ({inputs.layout})" if inputs.layout else "arrays"
     say(f"inputs: {inputs.n} examples from {inputs.path}, {what}")
     refs = opts.references + (f" x{opts.n_references} per example (seed {seed})" if opts.n_references else "")
-    if opts.method in GRADIENT_METHODS:
+    if not _takes_references(opts.method):
         refs = "none (gradient method)"
     shown = ", ".join(tasks[i] if tasks and i < len(tasks) else str(i) for i in indices[:10])
     more = f", ... ({len(indices)} in all)" if len(indices) > 10 else ""
     say(f"method {opts.method}, references {refs}, targets {shown}{more}")
     if source.note:
         say(f"note: {source.note}")
+
+
+def _takes_references(method: str) -> bool:
+    from ..methods import get_method
+    return get_method(method).takes_references
 
 
 def _summary(inputs: Inputs, seconds: float, max_delta: float | None) -> str:

@@ -206,17 +206,22 @@ def _unsupported(spec: Any, exc: Exception) -> CliError:
 
 
 def convert_source(source: Source, example: Any) -> Any:
-    """The deeplift Model of a source; nn.Modules are converted on ``example`` (N >= 1, ...)."""
+    """The deeplift Model of a source; nn.Modules are converted on ``example`` (N >= 1, ...).
+
+    Converting runs the module once on two examples (and the converted model once, to check
+    it): that is the only forward pass before scoring (the plan reuses its layer shapes)."""
     if source.model is not None:
         return source.model
     from ..frontends.torch import convert_module
-    from ..errors import DeepLiftError, UnsupportedLayerError
+    from ..errors import DeepLiftError, InputError, UnsupportedLayerError
     examples = _as_tensors(example)
-    _probe_forward(source, examples)
     try:
         source.model = convert_module(source.module, examples)
     except UnsupportedLayerError as exc:
         raise _unsupported(source.spec, exc) from exc
+    except InputError as exc:  # the module itself fails on inputs of this shape
+        raise CliError(f"{source.spec}: {_text(exc)}",
+                       "give inputs of the shape the module's forward expects") from exc
     except DeepLiftError as exc:
         raise CliError(f"converting {source.spec} failed: {_text(exc)}",
                        "rerun with --debug and report it") from exc

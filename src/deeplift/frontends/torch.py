@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..errors import DeepLiftError, InputError, UnsupportedLayerError
 from ..graph import Model
+from ..rules import op_layer_builder
 from ..layers import (ELU, GELU, SELU, AdaptiveAvgPool, Add, AvgPool, BatchNorm, Clamp, Concat, Constant,
                       Conv, Dense, Exp, Flatten, Flip, Identity, Input, Layer, LeakyReLU, LogSoftmax, MaxPool,
                       MaxReduce, Mul, Pad, Permute, PReLU, ReLU, Reduce, Reshape, ScalarMul,
@@ -171,6 +172,11 @@ class _Capture:
                 return _evaluate(target, args, kwargs, node)
             except UnsupportedLayerError as exc:  # built from the batch size: fails only if used
                 return _BatchDependent(exc)
+        build = op_layer_builder(target)
+        if build is not None:  # the user's layer for an op of theirs (deeplift.rules.register_op)
+            if deferred:
+                raise deferred[0].error
+            return self.add_user_layer(build, node, bound)
         rule = _OPS.get(_overload_packet(target))
         if rule is None:
             raise UnsupportedLayerError(
@@ -182,6 +188,22 @@ class _Capture:
             return rule(self, node, bound)
         except ValueError as exc:  # a layer refusing its arguments, e.g. a permute of the batch axis
             raise UnsupportedLayerError(f"op {_op_name(target)} ({_where(node)}): {exc}") from exc
+
+
+    def add_user_layer(self, build: Callable[..., Layer], node: torch.fx.Node, bound: dict) -> "_LayerRef":
+        """A layer from ``build(**constant arguments)``, fed by the op's input-dependent tensors."""
+        inputs = [a for a in _flat_args(list(bound.values())) if self.is_layer(a)]
+        constants = {k: v for k, v in bound.items() if not any(self.is_layer(a) for a in _flat_args([v]))}
+        try:
+            layer = build(**constants)
+        except Exception as exc:  # noqa: BLE001 - the user's builder
+            raise UnsupportedLayerError(f"the layer registered for {_op_name(node.target)} "
+                                        f"({_where(node)}) could not be built: {type(exc).__name__}: "
+                                        f"{exc}") from exc
+        if not isinstance(layer, Layer):
+            raise UnsupportedLayerError(f"the builder registered for {_op_name(node.target)} returned "
+                                        f"{type(layer).__name__}, not a deeplift Layer")
+        return self.add(layer, node, inputs)
 
 
 class _LayerRef:

@@ -1,6 +1,6 @@
 """DeepLIFT layers: each class owns its forward, its split of Δ and its multiplier backward."""
 
-from .activations import (ELU, GELU, SELU, Activation, Clamp, Exp, LeakyReLU, LogSoftmax, PReLU, ReLU,
+from .activations import (ELU, GELU, SELU, Activation, Clamp, Elementwise, Exp, LeakyReLU, LogSoftmax, PReLU, ReLU,
                           Sigmoid, SiLU, Softmax, Softplus, Tanh)
 from .base import Constant, Input, Layer
 from .linear import AdaptiveAvgPool, AvgPool, BatchNorm, Conv, Dense, Reduce, ScalarMul
@@ -11,7 +11,7 @@ from .shape import (Flatten, Flip, Identity, Pad, Permute, Reshape, Select, Slic
 
 __all__ = [
     "Activation", "Add", "AdaptiveAvgPool", "AvgPool", "BatchNorm", "Clamp", "Concat", "Constant", "Conv",
-    "Dense", "ELU", "Exp", "Flatten", "Flip", "GELU", "Identity", "Input", "Layer", "LeakyReLU", "LogSoftmax", "MaxPool",
+    "Dense", "ELU", "Elementwise", "Exp", "Flatten", "Flip", "GELU", "Identity", "Input", "Layer", "LeakyReLU", "LogSoftmax", "MaxPool",
     "MaxReduce", "Mul", "PReLU", "Pad", "Permute", "ReLU", "Reduce", "Reshape", "ScalarMul", "SELU",
     "Select", "Sigmoid", "SiLU", "Slice", "Softmax", "Softplus", "Squeeze", "Sub", "Tanh", "Unsqueeze",
 ]

@@ -19,12 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Layer, Multipliers, Split
+from ..rules import nonlinearity_rule, register_nonlinearity_rule
+from .base import Layer, Multipliers, Split, State
 from .linear import as_tensor
-
-RULES = ("rescale", "reveal_cancel", "gradient", "guided_backprop", "guided_backprop_rescale",
-         "deconvnet", "pass_through")
-
 
 def _pseudocount(t: Tensor, eps: float) -> Tensor:
     """The original's ``pseudocount_near_zero``: values with |t| < eps/2 are pushed to ±eps."""
@@ -104,39 +101,99 @@ class Activation(Layer):
             return pos, neg, sp, sn
         return state.cached(self, "reveal_cancel", compute)
 
-    # -- the two hooks the engine calls -------------------------------------------------------------
-    def split(self, state) -> Split:
-        if state.rule(self) == "reveal_cancel":
-            pos, neg, _, _ = self.reveal_cancel_parts(state)
-            return pos, neg
-        p, n = state.split(self.inputs[0])
-        s = self.rescale_factor(state)
+    # -- the two hooks the engine calls: the rule the method chose does the work ----------------
+    def split(self, state: State) -> Split:
+        return nonlinearity_rule(state.rule(self)).split(self, state)
+
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+        return nonlinearity_rule(state.rule(self)).backward(self, state, m_pos, m_neg)
+
+    def gradient(self, state: State) -> Tensor:
+        """``f'(x)`` at the inputs of the pass."""
+        return state.cached(self, "gradient", lambda: self.derivative(state.x(self.inputs[0])))
+
+
+class Elementwise(Activation):
+    """Any elementwise function ``f`` as a nonlinearity with every rule — for an op of the
+    user's (see ``deeplift.rules.register_op``). ``derivative`` defaults to autograd of ``f``."""
+
+    def __init__(self, f, derivative=None, name: str | None = None, **kwargs) -> None:
+        super().__init__(name, **kwargs)
+        self._f, self._derivative = f, derivative
+
+    def f(self, x: Tensor) -> Tensor:
+        return self._f(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return super().derivative(x) if self._derivative is None else self._derivative(x)
+
+    def describe(self) -> str:
+        return f"Elementwise({getattr(self._f, '__name__', 'f')})"
+
+
+# ---------------------------------------------------------------------------------------------
+# the nonlinearity rules, registered by name (deeplift.rules); methods.py chooses among them
+
+
+class RescaleSplit:
+    """Rules whose split scales both parts of the input's split by the Rescale factor
+    ``Δy/Δx`` (every rule but RevealCancel, which splits Δy its own way)."""
+
+    def split(self, layer: Activation, state: State) -> Split:
+        p, n = state.split(layer.inputs[0])
+        s = layer.rescale_factor(state)
         return s * p, s * n
 
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
-        rule = state.rule(self)
-        if rule == "rescale":
-            s = self.rescale_factor(state)
-            return [(s * m_pos, None if m_neg is None else s * m_neg)]
-        if rule == "reveal_cancel":
-            _, _, sp, sn = self.reveal_cancel_parts(state)
-            return [(sp * m_pos, sn * (m_pos if m_neg is None else m_neg))]
-        if rule == "gradient":
-            g = state.cached(self, "gradient", lambda: self.derivative(state.x(self.inputs[0])))
-            return [(g * m_pos, None if m_neg is None else g * m_neg)]
-        if rule == "guided_backprop":
-            g = state.cached(self, "gradient", lambda: self.derivative(state.x(self.inputs[0])))
-            g = g * (m_pos > 0)
-            return [(g * m_pos, None if m_neg is None else g * m_neg)]
-        if rule == "guided_backprop_rescale":
-            s = self.rescale_factor(state)
-            gp = s * (m_pos > 0) * m_pos
-            return [(gp, None if m_neg is None else s * (m_neg > 0) * m_neg)]
-        if rule == "deconvnet":
-            return [(self.f(m_pos), None if m_neg is None else self.f(m_neg))]
-        if rule == "pass_through":
-            return [(m_pos, m_neg)]
-        raise ValueError(f"unknown nonlinearity rule {rule!r}; expected one of {RULES}")
+
+class Rescale(RescaleSplit):
+    def backward(self, layer, state, m_pos, m_neg):
+        s = layer.rescale_factor(state)
+        return [(s * m_pos, None if m_neg is None else s * m_neg)]
+
+
+class RevealCancel:
+    def split(self, layer: Activation, state: State) -> Split:
+        pos, neg, _, _ = layer.reveal_cancel_parts(state)
+        return pos, neg
+
+    def backward(self, layer, state, m_pos, m_neg):
+        _, _, sp, sn = layer.reveal_cancel_parts(state)
+        return [(sp * m_pos, sn * (m_pos if m_neg is None else m_neg))]
+
+
+class Gradient(RescaleSplit):
+    def backward(self, layer, state, m_pos, m_neg):
+        g = layer.gradient(state)
+        return [(g * m_pos, None if m_neg is None else g * m_neg)]
+
+
+class GuidedBackprop(RescaleSplit):
+    def backward(self, layer, state, m_pos, m_neg):
+        g = layer.gradient(state) * (m_pos > 0)
+        return [(g * m_pos, None if m_neg is None else g * m_neg)]
+
+
+class GuidedBackpropRescale(RescaleSplit):
+    def backward(self, layer, state, m_pos, m_neg):
+        s = layer.rescale_factor(state)
+        return [(s * (m_pos > 0) * m_pos, None if m_neg is None else s * (m_neg > 0) * m_neg)]
+
+
+class DeconvNet(RescaleSplit):
+    def backward(self, layer, state, m_pos, m_neg):
+        return [(layer.f(m_pos), None if m_neg is None else layer.f(m_neg))]
+
+
+class PassThrough(RescaleSplit):
+    def backward(self, layer, state, m_pos, m_neg):
+        return [(m_pos, m_neg)]
+
+
+for _name, _rule in [("rescale", Rescale()), ("reveal_cancel", RevealCancel()), ("gradient", Gradient()),
+                     ("guided_backprop", GuidedBackprop()),
+                     ("guided_backprop_rescale", GuidedBackpropRescale()),
+                     ("deconvnet", DeconvNet()), ("pass_through", PassThrough())]:
+    register_nonlinearity_rule(_name, _rule)
 
 
 class ReLU(Activation):
@@ -321,11 +378,11 @@ class _PerPairLinearMap(Layer):
     def _apply_transpose(self, state, m: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def split(self, state) -> Split:
+    def split(self, state: State) -> Split:
         p, n = state.split(self.inputs[0])
         return self._apply(state, p), self._apply(state, n)
 
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         return [(self._apply_transpose(state, m_pos),
                  None if m_neg is None else self._apply_transpose(state, m_neg))]
 

@@ -1,6 +1,6 @@
 """The layer protocol every DeepLIFT layer follows, and the families most layers belong to.
 
-A layer owns all of its math (see DESIGN.md §1):
+A layer owns all of its math (docs/architecture.md, docs/rules.md):
 
 * ``forward(*inputs)`` — the ordinary forward function. The engine calls it once on the inputs
   and the references stacked along the batch axis.
@@ -21,16 +21,65 @@ The invariant each backward keeps (it is what makes summation-to-delta hold for 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..engine import PassState
-
 Multipliers = tuple[Tensor, "Tensor | None"]
 Split = tuple[Tensor, Tensor]
+
+
+class RuleOptionsView(Protocol):
+    """The numerical choices a rule may read (``engine.RuleOptions`` gives them)."""
+
+    near_zero: float
+    max_routing: str
+    original_quirks: bool
+
+
+class State(Protocol):
+    """What a layer's ``split``/``backward`` may read during one pass — the whole contract
+    between the layers and the engine (``engine.PassState`` implements it).
+
+    Per-pair tensors have shape ``(P, *layer_shape)`` for the ``P`` (example, reference) pairs of
+    the batch; multipliers carry a leading target axis ``(T, P, ...)``. Everything is computed
+    on first use and kept for the rest of the pass, so a rule may ask again at no cost.
+    """
+
+    #: differences from a reference (DeepLIFT methods) rather than plain gradients
+    difference_based: bool
+    options: RuleOptionsView
+
+    def x(self, name: str) -> Tensor:
+        """Layer ``name``'s output for the example of every pair, (P, ...)."""
+
+    def r(self, name: str) -> Tensor:
+        """Its output for the reference of every pair, (P, ...) (DeepLIFT methods only)."""
+
+    def r_broadcast(self, name: str) -> Tensor:
+        """Like ``r``, but one row that broadcasts when every pair shares the reference."""
+
+    def delta(self, name: str) -> Tensor:
+        """``x − r`` of layer ``name`` (for gradient methods, ``x``: only its sign is read)."""
+
+    def split(self, name: str) -> Split:
+        """``(Δ⁺, Δ⁻)`` of layer ``name``'s output, by that layer's own ``split``."""
+
+    def rule(self, layer: "Layer") -> str:
+        """The nonlinearity rule the method chose for ``layer`` (see ``methods.py``)."""
+
+    def cached(self, layer: "Layer", key: str, compute: Callable[[], Any]) -> Any:
+        """Per-pass memo for rule state shared by ``split`` and ``backward``."""
+
+    def pair_shape(self, name: str, batch: int) -> tuple[tuple[int, ...], torch.dtype, torch.device]:
+        """Shape (batch axis set to ``batch``), dtype and device of layer ``name``'s output."""
+
+    def is_constant(self, name: str) -> bool:
+        """Whether layer ``name`` does not depend on the inputs (its Δ is zero)."""
+
+    def select_x_rows(self, t: Tensor) -> Tensor:
+        """The rows of every pair's example from a tensor aligned with the examples' forward rows."""
 
 
 def positive(t: Tensor) -> Tensor:
@@ -50,10 +99,6 @@ def flat_targets(m: Tensor) -> Tensor:
 
 def unflat_targets(m: Tensor, n_targets: int) -> Tensor:
     return m.reshape(n_targets, m.shape[0] // n_targets, *m.shape[1:])
-
-
-def neg_or_pos(m_pos: Tensor, m_neg: Tensor | None) -> Tensor:
-    return m_pos if m_neg is None else m_neg
 
 
 class Layer:
@@ -85,10 +130,10 @@ class Layer:
     def forward(self, *inputs: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def split(self, state: "PassState") -> Split:
+    def split(self, state: State) -> Split:
         raise NotImplementedError(f"{type(self).__name__} has no split rule")
 
-    def backward(self, state: "PassState", m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         raise NotImplementedError(f"{type(self).__name__} has no backward rule")
 
     # -- bookkeeping ------------------------------------------------------------------------------
@@ -132,7 +177,7 @@ class Input(Layer):
     def forward(self, *inputs: Tensor) -> Tensor:  # never called: the engine feeds inputs
         raise RuntimeError("Input layers are fed by the engine")
 
-    def split(self, state: "PassState") -> Split:
+    def split(self, state: State) -> Split:
         d = state.delta(self.name)
         return positive(d), negative(d)
 
@@ -168,16 +213,16 @@ class SignPreservingLinear(Layer):
     def linear(self, *inputs: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def transpose(self, state: "PassState", m: Tensor) -> list[Tensor]:
+    def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         """``Lᵀ m`` for ``m`` of shape (B, *out) where B is a multiple of the number of pairs."""
         shapes = [state.pair_shape(i, m.shape[0]) for i in self.inputs]
         return vjp_of_linear(self.linear, shapes, m)
 
-    def split(self, state: "PassState") -> Split:
+    def split(self, state: State) -> Split:
         parts = [state.split(i) for i in self.inputs]
         return self.linear(*[p for p, _ in parts]), self.linear(*[n for _, n in parts])
 
-    def backward(self, state: "PassState", m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         t = m_pos.shape[0]
         if m_neg is None:
             ins = self.transpose(state, flat_targets(m_pos))
@@ -244,7 +289,7 @@ class SignSplitLinear(Layer):
     def apply_transpose(self, m: Tensor, weight: Tensor, input_shape: torch.Size) -> Tensor:
         raise NotImplementedError
 
-    def split(self, state: "PassState") -> Split:
+    def split(self, state: State) -> Split:
         if state.options.original_quirks:
             # the original sums the positive and the negative terms separately, so a part with
             # no terms is exactly 0 (the one-op form below leaves ±1 ulp of Δy there, which
@@ -261,7 +306,7 @@ class SignSplitLinear(Layer):
         """How many terms each output sums (bounds the rounding error of the split)."""
         return int(self.weight[0].numel())
 
-    def backward(self, state: "PassState", m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         t = m_pos.shape[0]
         in_shape = state.pair_shape(self.inputs[0], t * m_pos.shape[1])[0]
         if m_neg is None:
@@ -281,13 +326,13 @@ class SignedScale(Layer):
         """The factor ``a``, shaped to broadcast against a per-pair tensor of rank ``ndim``."""
         raise NotImplementedError
 
-    def split(self, state: "PassState") -> Split:
+    def split(self, state: State) -> Split:
         p, n = state.split(self.inputs[0])
         a = self.scale(p.ndim)
         ap, an = positive(a), negative(a)
         return ap * p + an * n, ap * n + an * p
 
-    def backward(self, state: "PassState", m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         a = self.scale(m_pos.ndim - 1)
         if m_neg is None:
             return [(m_pos * a, None)]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import SignedScale, SignPreservingLinear, SignSplitLinear
+from .base import SignedScale, SignPreservingLinear, SignSplitLinear, State
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -213,7 +213,7 @@ class Reduce(SignPreservingLinear):
             raise ValueError(f"layer {self.name!r}: reductions over the batch axis are not supported")
         return dims
 
-    def transpose(self, state, m: Tensor) -> list[Tensor]:
+    def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         shape, _, _ = state.pair_shape(self.inputs[0], m.shape[0])
         dims = self._dims(len(shape))
         if not self.keepdim:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Layer, Multipliers, SignPreservingLinear, Split, split_by_spread
+from .base import Layer, Multipliers, SignPreservingLinear, Split, State, split_by_spread
 
 
 def _sum_to(m: Tensor, state, name: str) -> Tensor:
@@ -28,7 +28,7 @@ class Add(SignPreservingLinear):
             out = out + x
         return out
 
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         return [(_sum_to(m_pos, state, i), None if m_neg is None else _sum_to(m_neg, state, i))
                 for i in self.inputs]
 
@@ -41,11 +41,11 @@ class Sub(Layer):
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return a - b
 
-    def split(self, state) -> Split:
+    def split(self, state: State) -> Split:
         (ap, an), (bp, bn) = state.split(self.inputs[0]), state.split(self.inputs[1])
         return ap - bn, an - bp
 
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         a, b = self.inputs
         if m_neg is None:
             return [(_sum_to(m_pos, state, a), None), (_sum_to(-m_pos, state, b), None)]
@@ -65,7 +65,7 @@ class Concat(SignPreservingLinear):
     def linear(self, *xs: Tensor) -> Tensor:
         return torch.cat(xs, self.dim)
 
-    def transpose(self, state, m: Tensor) -> list[Tensor]:
+    def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         ndim = m.ndim
         dim = self.dim % ndim
         sizes = [state.pair_shape(i, 1)[0][dim] for i in self.inputs]
@@ -94,14 +94,14 @@ class Mul(Layer):
             return 0.5 * (state.x(b) + state.r(b)), 0.5 * (state.x(a) + state.r(a))
         return state.cached(self, "weights", compute)
 
-    def split(self, state) -> Split:
+    def split(self, state: State) -> Split:
         # each input is the input of a linear layer with per-element weight w (see SignSplitLinear)
         pairs = [(w, state.delta(name)) for name, w in zip(self.inputs, self._weights(state))]
         total = sum(w * d for w, d in pairs)
         spread = sum(w.abs() * d.abs() for w, d in pairs)
         return split_by_spread(total, spread, len(pairs))
 
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         out = []
         for name, w in zip(self.inputs, self._weights(state)):
             if m_neg is None:

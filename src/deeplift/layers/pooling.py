@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Layer, Multipliers, Split, flat_targets, unflat_targets
+from .base import Layer, Multipliers, Split, State, flat_targets, unflat_targets
 from .linear import _tuple, pad_pairs, torch_pad_arg
 
 _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
@@ -122,11 +122,11 @@ class _MaxRouting(Layer):
             g.scatter_add_(3, j.expand(t, *j.shape), (1 - lam) * mf)
         return unflat_targets(self.unflat_grad(flat_targets(g), (t * in_shape[0], *in_shape[1:])), t)
 
-    def split(self, state) -> Split:
+    def split(self, state: State) -> Split:
         p, n = state.split(self.inputs[0])
         return self._route_forward(state, p), self._route_forward(state, n)
 
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         return [(self._route_backward(state, m_pos),
                  None if m_neg is None else self._route_backward(state, m_neg))]
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import SignPreservingLinear
+from .base import SignPreservingLinear, State
 
 
 class Identity(SignPreservingLinear):
@@ -18,7 +18,7 @@ class Identity(SignPreservingLinear):
     def linear(self, x: Tensor) -> Tensor:
         return x
 
-    def transpose(self, state, m: Tensor) -> list[Tensor]:
+    def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         return [m]
 
 
@@ -32,7 +32,7 @@ class Reshape(SignPreservingLinear):
     def linear(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], *self.shape)
 
-    def transpose(self, state, m: Tensor) -> list[Tensor]:
+    def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         shape, _, _ = state.pair_shape(self.inputs[0], m.shape[0])
         return [m.reshape(shape)]
 
@@ -69,7 +69,7 @@ class Permute(SignPreservingLinear):
     def linear(self, x: Tensor) -> Tensor:
         return x.permute(self.dims)
 
-    def transpose(self, state, m: Tensor) -> list[Tensor]:
+    def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         return [m.permute(self.inverse)]
 
     def describe(self) -> str:
@@ -91,7 +91,7 @@ class Pad(SignPreservingLinear):
     def linear(self, x: Tensor) -> Tensor:
         return F.pad(x, self.pad)
 
-    def transpose(self, state, m: Tensor) -> list[Tensor]:
+    def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         # cropping by negative padding is the transpose of zero padding (cropping pads too)
         return [F.pad(m, [-p for p in self.pad])]
 
@@ -147,7 +147,7 @@ class Squeeze(SignPreservingLinear):
             raise ValueError(f"layer {self.name!r}: squeezing the batch axis is not supported")
         return x.squeeze(tuple(dims)) if dims else x
 
-    def transpose(self, state, m: Tensor) -> list[Tensor]:
+    def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         shape, _, _ = state.pair_shape(self.inputs[0], m.shape[0])
         return [m.reshape(shape)]
 
@@ -181,5 +181,5 @@ class Flip(SignPreservingLinear):
     def linear(self, x: Tensor) -> Tensor:
         return x.flip(self._dims(x.ndim))
 
-    def transpose(self, state, m: Tensor) -> list[Tensor]:
+    def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         return [m.flip(self._dims(m.ndim))]

@@ -24,6 +24,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..genomics import hypothetical_contributions
+
 #: |Δx| below which a nonlinearity uses its gradient at the reference (the original's ``T``)
 NEAR_ZERO_THRESHOLD = 10 ** (-7)
 
@@ -216,11 +218,7 @@ def get_hypothetical_contribs_func_onehot(multipliers_function: Callable) -> Cal
             input_references_list=input_references_list, batch_size=batch_size,
             progress_update=progress_update))
         refs = _broadcast_reference(data, input_references_list[0])
-        hyp = np.zeros(data.shape, dtype=np.float64)
-        for i in range(data.shape[-1]):
-            letter = np.zeros(data.shape, dtype=np.float64)
-            letter[:, :, i] = 1.0
-            hyp[:, :, i] = np.sum((letter - refs) * mults, axis=-1)
+        hyp = hypothetical_contributions(mults.astype(np.float64), refs, layout="channels_last")
         return hyp
 
     return compute
