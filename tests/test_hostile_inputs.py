@@ -521,7 +521,7 @@ def test_allocation_failure_while_scoring_is_one_line(files, run, monkeypatch) -
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
     monkeypatch.setattr("deeplift.plan.execute", no_memory)
     assert_refused(run, files["dir"], ["score", "good.pt2", "x.npy", "--method", "integrated_gradients"],
-                   "out of memory while scoring; lower --batch-size")
+                   "out of memory; lower --batch-size")
 
 
 def test_model_too_large_for_memory_is_not_blamed_on_batch_size(files, run, monkeypatch) -> None:

@@ -46,6 +46,9 @@ def read_array_file(path: Path, what: str, names: Sequence[str] | None = None) -
             return _pick_array(arrays, path, what, names)
     except CliError:
         raise
+    except MemoryError as exc:
+        raise CliError(f"{what} {path} is too large to load into memory",
+                       "split it into several files of fewer examples") from exc
     except Exception as exc:  # noqa: BLE001 - corrupt files, pickled arrays, not HDF5, ...
         raise CliError(f"cannot read {what} {path}: {_text(exc)}",
                        "write it with numpy.save / numpy.savez or h5py (numeric arrays, no pickles)") from exc

@@ -132,8 +132,8 @@ def _check_writable(out: Path, option: str, ancestor: Path, parent: Path) -> Non
             raise CliError(f"cannot write {option} {out}: the file system is read-only", fix)
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise CliError(f"cannot write {option} {out}: permission denied in {ancestor}", fix)
-    if ancestor != parent.resolve() and ancestor != parent:
-        return  # the folders are created only when the output is written
+    if ancestor != parent:
+        return  # the missing folders are created only when the output is written
     try:  # the only reliable test: create (and remove) a file where the output will go
         fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=parent)
         os.close(fd)

@@ -134,7 +134,7 @@ def _error_line(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, PermissionError):
         return 2, f"permission denied: {exc.filename or _text(exc)}; choose a path you can write to"
     if _out_of_memory(exc):
-        return 2, "out of memory while scoring; lower --batch-size (or --n-references / --steps)"
+        return 2, "out of memory; lower --batch-size (or --n-references / --steps)"
     if isinstance(exc, OSError):
         from .output import os_error_reason
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
@@ -143,7 +143,6 @@ def _error_line(exc: Exception) -> tuple[int, str]:
         return 2, "a file is nested too deeply to read; check the input files"
     return 1, (f"unexpected {type(exc).__name__}: {_text(exc)[:300]}; rerun with --debug to see the "
                "traceback, and please report it")
-
 
 
 def _out_of_memory(exc: BaseException) -> bool:
