@@ -75,6 +75,22 @@ def write_keras(path: Path, config: bytes | str | None = None, weights: bytes | 
     return path
 
 
+def write_keras2_h5(path: Path, config: str | None = None, kernel=None) -> Path:
+    """A Keras 2 style .h5: JSON architecture in ``model_config``, weights per layer group."""
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps(keras_config()) if config is None else config
+        f.attrs["keras_version"] = "2.15.0"
+        weights = f.create_group("model_weights")
+        group = weights.create_group("d")
+        group.attrs["weight_names"] = [b"d/kernel:0", b"d/bias:0"]
+        if kernel is None:
+            group["d/kernel:0"] = np.random.default_rng(0).standard_normal((L * 4, 2)).astype("float32")
+        else:
+            kernel(group)
+        group["d/bias:0"] = np.ones(2, dtype="float32")
+    return path
+
+
 def torch_model() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Conv1d(4, 3, 3), torch.nn.ReLU(), torch.nn.Flatten(),
@@ -118,6 +134,7 @@ def files(tmp_path_factory) -> dict:
     with h5py.File(d / "x.h5", "w") as f:
         f.create_dataset("inputs", data=x, compression="gzip")
     write_keras(d / "good.keras")
+    write_keras2_h5(d / "good.h5")
     module = torch_model()
     torch.export.save(torch.export.export(module, (torch.from_numpy(x[:2]),)), d / "good.pt2")
     torch.save(module.state_dict(), d / "good_state.pt")
@@ -378,7 +395,16 @@ def _keras_cases(d: Path) -> dict:
         "huge declared input length": (write_keras(d / "_tmp.keras", config=json.dumps(
             keras_config(input_shape=(10 ** 12, 4)))).read_bytes(), "declares examples of shape"),
         "not a zip at all": (b"PK\x03\x04" + os.urandom(300), "corrupt"),
+        "h5: truncated": ((d / "good.h5").read_bytes()[:3000], "corrupt or truncated"),
+        "h5: deeply nested model_config": (write_keras2_h5(d / "_tmp.h5", config=_deep_json(5000))
+                                           .read_bytes(), "nests 5000 levels deep"),
+        "h5: weight larger than the file": (write_keras2_h5(d / "_tmp.h5", kernel=lambda g: g.create_dataset(
+            "d/kernel:0", shape=(10 ** 6, 10 ** 6), dtype="float32", chunks=(1, 1000))).read_bytes(),
+            "declares shape (1000000, 1000000)"),
+        "h5: wrongly typed config field": (write_keras2_h5(d / "_tmp.h5", config=json.dumps(
+            keras_config(extra={"activation": ["relu"]}))).read_bytes(), "config field 'activation'"),
     }
+    (d / "_tmp.h5").unlink()
     (d / "_tmp.keras").unlink()
     return cases
 
@@ -390,13 +416,15 @@ def keras_cases(files) -> dict:
 
 KERAS_CASE_NAMES = ["truncated archive", "corrupt archive", "zip bomb config.json",
                     "deeply nested config", "path traversal member", "weight larger than the file",
-                    "wrongly typed config field", "huge declared input length", "not a zip at all"]
+                    "wrongly typed config field", "huge declared input length", "not a zip at all",
+                    "h5: truncated", "h5: deeply nested model_config", "h5: weight larger than the file",
+                    "h5: wrongly typed config field"]
 
 
 @pytest.mark.parametrize("case", KERAS_CASE_NAMES)
 def test_broken_keras_file_is_one_clear_line(files, run, keras_cases, case) -> None:
     data, expect = keras_cases[case]
-    name = case.replace(" ", "_") + ".keras"
+    name = case.replace(" ", "_").replace(":", "") + (".h5" if case.startswith("h5") else ".keras")
     (files["dir"] / name).write_bytes(data)
     line = assert_refused(run, files["dir"], ["score", name, "x_cl.npy", "--out", "s.npz"], expect)
     assert name in line
@@ -428,6 +456,7 @@ def _mutants(data: bytes, seed: int) -> list[tuple[str, bytes]]:
 
 
 FUZZED = {"good.keras": ("score", "{}", "x_cl.npy"), "good.pt2": ("score", "{}", "x.npy"),
+          "good.h5": ("score", "{}", "x_cl.npy"),
           "x.npy": ("score", "good.pt2", "{}"), "x.npz": ("score", "good.pt2", "{}"),
           "x.h5": ("score", "good.pt2", "{}"), "seqs.fa.gz": ("score", "good.pt2", "{}")}
 
@@ -451,6 +480,25 @@ def test_fuzzed_files_never_crash(files, run, original, seed) -> None:
                 f"{kind} {name}: exit {status}: {err}"
             assert snapshot(d) == before
         (d / name).unlink()
+
+
+@pytest.mark.parametrize("role", ["model", "inputs", "plot"])
+def test_hdf5_file_that_makes_libhdf5_loop_is_refused(files, run, monkeypatch, role) -> None:
+    """A 64-byte zeroed block (found by the fuzz test) sends libhdf5 into an endless loop while
+    reading the model_config attribute; the file is walked in a child process with a time limit."""
+    from deeplift.cli import hdf5_probe
+    d = files["dir"]
+    monkeypatch.setattr(hdf5_probe, "TIMEOUT", 5.0)
+    (d / "loops.h5").write_bytes(_mutants((d / "good.h5").read_bytes(), 36)[2][1])
+    argv = {"model": ["score", "loops.h5", "x_cl.npy"], "inputs": ["score", "good.pt2", "loops.h5"],
+            "plot": ["plot", "loops.h5"]}[role]
+    assert_refused(run, d, argv, "did not finish reading it within 5 s")
+
+
+def test_hdf5_file_that_crashes_libhdf5_is_refused(files, run, monkeypatch) -> None:
+    from deeplift.cli import hdf5_probe
+    monkeypatch.setattr(hdf5_probe, "_WALK", "import os; os.abort()")  # stands in for a segfault
+    assert_refused(run, files["dir"], ["score", "good.h5", "x_cl.npy"], "crashed reading it (signal 6)")
 
 
 # --------------------------------------------------------------------------------- other inputs

@@ -41,6 +41,9 @@ def read_array_file(path: Path, what: str, names: Sequence[str] | None = None) -
                 return _pick_array({k: z[k] for k in z.files}, path, what, names)
         if suffix in (".h5", ".hdf5"):
             import h5py
+
+            from .hdf5_probe import probe_hdf5
+            probe_hdf5(path, f"{what} {path}")
             with h5py.File(path, "r") as f:
                 arrays = {k: _h5_array(f[k], path, what) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
             return _pick_array(arrays, path, what, names)

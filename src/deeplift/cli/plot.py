@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .common import CliError, _shape, _text
+from .hdf5_probe import probe_hdf5
 from .output import check_output_path, write_output
 from .score import OUT_SUFFIXES
 from .sources import BUNDLED
@@ -27,6 +28,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.window < 1:
         raise CliError(f"--window must be at least 1, got {args.window}", "e.g. --window 100")
     _require_matplotlib()
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        probe_hdf5(path, f"scores file {path}")
     try:
         saved = load_scores(path)
     except Exception as exc:  # noqa: BLE001 - corrupt or foreign files

@@ -78,6 +78,7 @@ def load_source(spec: str | None, weights: str | None) -> Source:
 def _load_keras(path: Path) -> Any:
     import deeplift
     from ..errors import ModelFormatError, UnsupportedLayerError
+    _probe_keras_hdf5(path)
     try:
         return deeplift.load(str(path))
     except UnsupportedLayerError as exc:
@@ -86,6 +87,27 @@ def _load_keras(path: Path) -> Any:
         raise CliError(f"model {path} does not load: {_text(exc)}",
                        "check that it is a complete Keras 2 .h5 or Keras 3 .keras model file "
                        "(saved with model.save, not save_weights)") from exc
+
+
+def _probe_keras_hdf5(path: Path) -> None:
+    """The HDF5 part of a Keras file (the file, or a .keras archive's weights) read in a child
+    process first, so a damaged one cannot hang or crash this one."""
+    from .. import file_limits
+    from .hdf5_probe import probe_hdf5
+    if path.is_dir():
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head == b"\x89HDF\r\n\x1a\n":
+        probe_hdf5(path, f"model {path}")
+    elif head[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                file_limits.check_zip(zf, str(path))
+                weights = file_limits.read_member(zf, "model.weights.h5", str(path))
+        except Exception:  # noqa: BLE001 - the real reader reports a damaged archive in its words
+            return
+        probe_hdf5(weights, f"model {path}")
 
 
 def _load_exported(path: Path) -> tuple[Any, Any]:

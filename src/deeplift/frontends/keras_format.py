@@ -180,7 +180,7 @@ def _guard(path: Path, read: Any) -> KerasModel:
         raise
     except _FILE_ERRORS as exc:
         raise ModelFormatError(f"{path}: corrupt or truncated file ({exc})") from exc
-    except (KeyError, ValueError) as exc:  # h5py signals unreadable objects with these
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:  # how h5py signals damaged objects
         raise ModelFormatError(f"{path}: corrupt or unreadable model file ({exc!r})") from exc
 
 

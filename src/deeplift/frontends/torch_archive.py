@@ -160,6 +160,8 @@ class _Archive:
             size = deserialize_size(tm.sizes)
             stride = deserialize_stride(tm.strides)
             offset = deserialize_storage_offset(tm.storage_offset)
+            file_limits.check_array_size(size, torch.empty((), dtype=dtype).element_size(), None,
+                                         self.source, f"{what} {fqn!r}")
             if pathname not in flat:
                 flat[pathname] = self._flat(directory + pathname, dtype, f"{what} {fqn!r}")
             storage = flat[pathname]
