@@ -1,31 +1,50 @@
-"""Time DeepLIFT methods against plain autograd input gradients on the same model, same run.
+"""Cost of every method as a ratio to a plain autograd input gradient of the same model and batch,
+measured in one plain process (no allocator tuning, nothing set in the environment), plus peak
+memory and the peers side by side — one command, one table.
 
-Prints, per model, seconds per call and the ratio to the autograd baseline (forward + backward of
-the target logit w.r.t. the inputs). One reference and one target, as in the core issue.
+    python benchmarks/bench_methods.py [--batch 64] [--rounds 9] [--threads 2] [--device cpu|cuda]
+        [--no-memory] [--no-peers] [--models bpnet,vgg,image]
 
-    python benchmarks/bench_methods.py [--batch 64] [--repeats 9] [--threads 2]
+Rows (the goals are those of issue 10):
+- rescale, genomics_default, gradient_x_input (goal ≤ 1.5×), reveal_cancel (≤ 3×): one shared
+  reference, one target;
+- ``dinuc x10``: genomics_default averaged over 10 dinucleotide-shuffled references per example
+  (≤ 12×), BPNet-like model only;
+- ``integrated_gradients``: 50 steps (≤ 50×), next to Captum's IntegratedGradients;
+- ``all 10 targets``: rescale for every class of the image CNN in one call (≤ 1 + 0.6·10 = 7×);
+- peers (``pip install '.[bench]'``): Captum DeepLift, DeepLiftShap (10 references) and
+  IntegratedGradients, tangermeme's deep_lift_shap (10 references), where installed.
 
-Each configuration runs twice, in fresh processes: with the C allocator as it comes, and with
-``deeplift.allocator.keep_freed_memory()`` (what the ``deeplift`` command uses), because glibc's
-returning and re-faulting of large freed blocks dominates the time of the elementwise rules on
-large inputs.
+Timing: interleaved rounds (the baseline, then every row, again and again), the median of each
+row's per-round ratio to the baseline; ``spread`` is the largest over the smallest per-round
+ratio. Memory: each row runs once in a fresh process and reports how far its resident set's
+high-water mark rose above the process's state after a warm-up (CUDA: the allocator's peak), as a
+ratio to the same for the autograd gradient. Run on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import statistics
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import torch
 from torch import nn
 
 import deeplift
+from deeplift import references
+
+# ---------------------------------------------------------------------------------------------
+# models
 
 
 class BPNetLike(nn.Module):
-    """One-hot (4, 1000) -> wide conv -> dilated residual convs -> global pooling -> dense head."""
+    """One-hot (4, L) -> wide conv -> dilated residual convs -> global pooling -> dense head."""
 
     def __init__(self, channels: int = 64, n_dilated: int = 8, n_out: int = 3) -> None:
         super().__init__()
@@ -49,69 +68,215 @@ def vgg_like(n_out: int = 10) -> nn.Module:
                          nn.Linear(128 * 4 * 4, 256), nn.ReLU(), nn.Linear(256, n_out))
 
 
-def autograd_gradient(module: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
-    x = x.clone().requires_grad_(True)
-    out = module(x)[:, target].sum()
-    (g,) = torch.autograd.grad(out, x)
+def image_cnn(n_out: int = 10) -> nn.Module:
+    """A 10-class image classifier with max pooling (CIFAR-sized)."""
+    return nn.Sequential(nn.Conv2d(3, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, n_out))
+
+
+def make_case(kind: str, batch: int, device: str, length: int = 1000):
+    """(module, inputs, one shared reference) on ``device``."""
+    torch.manual_seed(0)
+    if kind == "bpnet":
+        module = BPNetLike()
+        x = nn.functional.one_hot(torch.randint(0, 4, (batch, length)), 4).permute(0, 2, 1).float()
+        ref = torch.full_like(x[:1], 0.25)
+    else:
+        module = vgg_like() if kind == "vgg" else image_cnn()
+        x = torch.randn(batch, 3, 32, 32)
+        ref = torch.zeros_like(x[:1])
+    return module.eval().to(device), x.contiguous().to(device), ref.to(device)
+
+
+NAMES = {"bpnet": "BPNet-like 1 kb", "vgg": "VGG-like 32x32", "image": "image CNN, 10 classes"}
+
+# ---------------------------------------------------------------------------------------------
+# the rows
+
+
+def autograd_gradient(module: nn.Module, x: torch.Tensor, target: int = 0) -> torch.Tensor:
+    x = x.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(module(x)[:, target].sum(), x)
     return g
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def bench(name: str, module: nn.Module, x: torch.Tensor, ref: torch.Tensor, repeats: int) -> None:
-    """Interleaved rounds (baseline, then every method) so that each ratio compares runs made
-    moments apart; the median ratio over rounds is robust to the machine speeding up or slowing
-    down between rounds."""
-    module.eval()
+def rows(kind: str, module: nn.Module, x: torch.Tensor, ref: torch.Tensor, peers: bool
+         ) -> dict[str, tuple[Callable[[], object], str]]:
+    """name -> (call, goal as text). The first row is the baseline."""
     model = deeplift.convert(module, x[:2])
-    methods = ["gradient", "gradient_x_input", "rescale", "reveal_cancel", "genomics_default"]
-    calls = {"autograd input gradient": lambda: autograd_gradient(module, x, 0)}
-    for method in methods:
-        refs = None if method in ("gradient", "gradient_x_input") else ref
-        calls[method] = (lambda method=method, refs=refs: deeplift.attribute(
-            model, x, references=refs, method=method, target=0, batch_size=len(x)))
-    for fn in calls.values():  # warm-up
+    n = len(x)
+
+    def ours(method, refs=ref, target=0, **kw):
+        return lambda: deeplift.attribute(model, x, refs, method=method, target=target,
+                                          batch_size=kw.pop("batch_size", n), **kw)
+    out = {"autograd input gradient": (lambda: autograd_gradient(module, x), "1")}
+    out["gradient_x_input"] = (ours("gradient_x_input", refs=None), "<= 1.5")
+    out["rescale"] = (ours("rescale"), "<= 1.5")
+    out["genomics_default"] = (ours("genomics_default"), "<= 1.5")
+    out["reveal_cancel"] = (ours("reveal_cancel"), "<= 3")
+    if kind == "bpnet":
+        shuffles = references.dinuc_shuffle(n=10, seed=0)(x.cpu()).to(x.device)
+        out["dinuc x10 (genomics_default)"] = (ours("genomics_default", refs=shuffles,
+                                                    batch_size=10 * n), "<= 12")
+    out["integrated_gradients 50 steps"] = (ours("integrated_gradients", steps=50,
+                                                 batch_size=50 * n), "<= 50")
+    if kind == "image":
+        out["all 10 targets (rescale)"] = (ours("rescale", target="all"), "<= 7")
+    if peers:
+        out.update(peer_rows(kind, module, x, ref))
+    return out
+
+
+def peer_rows(kind: str, module: nn.Module, x: torch.Tensor, ref: torch.Tensor) -> dict:
+    out: dict = {}
+    try:
+        import captum.attr as ca
+    except ImportError:
+        print("(captum not installed: pip install '.[bench]' for the peers)", file=sys.stderr)
+        ca = None
+    if ca is not None:
+        baseline = ref.expand_as(x).contiguous()
+        out["captum DeepLift"] = (lambda: ca.DeepLift(module).attribute(x, baseline, target=0), "")
+        out["captum IntegratedGradients 50"] = (lambda: ca.IntegratedGradients(module).attribute(
+            x, baseline, target=0, n_steps=50, method="riemann_middle"), "")
+        if kind == "bpnet":
+            shuffles = references.dinuc_shuffle(n=10, seed=0)(x.cpu())[0].to(x.device)
+            out["captum DeepLiftShap x10"] = (lambda: ca.DeepLiftShap(module).attribute(
+                x, shuffles, target=0), "")
+    if kind == "bpnet":
+        try:
+            from tangermeme.deep_lift_shap import deep_lift_shap
+        except ImportError:
+            print("(tangermeme not installed: pip install '.[bench]' for it)", file=sys.stderr)
+        else:
+            out["tangermeme deep_lift_shap x10"] = (lambda: deep_lift_shap(
+                module, x, target=0, n_shuffles=10, batch_size=len(x), device=x.device.type,
+                verbose=False), "")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_rows(calls: dict, rounds: int, device: str) -> dict[str, tuple[float, float, float]]:
+    """name -> (median seconds, median ratio to the baseline, spread of the ratio)."""
+    for fn, _ in calls.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {k: [] for k in calls}
-    for _ in range(repeats):
-        for key, fn in calls.items():
-            times[key].append(timed(fn))
-    base = times["autograd input gradient"]
-    print(f"\n{name}: input {tuple(x.shape)}, {len(model.layer_names)} layers, {repeats} rounds")
+    for _ in range(rounds):
+        for key, (fn, _) in calls.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[key].append(time.perf_counter() - start)
+    base = times[next(iter(calls))]
+    out = {}
     for key, ts in times.items():
-        ratios = sorted(t / b for t, b in zip(ts, base))
-        print(f"  {key:28s} median {sorted(ts)[len(ts) // 2] * 1e3:8.1f} ms   "
-              f"ratio to autograd: median {ratios[len(ratios) // 2]:4.2f}x "
-              f"(range {ratios[0]:.2f}-{ratios[-1]:.2f})")
+        ratios = [t / b for t, b in zip(ts, base)]
+        out[key] = (statistics.median(ts), statistics.median(ratios), max(ratios) / min(ratios))
+    return out
+
+
+def memory_child(kind: str, row: str, batch: int, device: str, threads: int) -> None:
+    """Run one row once after a warm-up of the baseline; print the rise of the peak (MB)."""
+    torch.set_num_threads(threads)
+    module, x, ref = make_case(kind, batch, device)
+    calls = rows(kind, module, x, ref, peers=True)
+    autograd_gradient(module, x)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    calls[row][0]()
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"rise_mb": max(peak - before, 0) / 2 ** 20}))
+
+
+def peak_memory(kind: str, names: list[str], batch: int, device: str, threads: int) -> dict[str, float]:
+    out = {}
+    for row in names:
+        proc = subprocess.run([sys.executable, __file__, "--memory-child", kind, row, "--batch",
+                               str(batch), "--device", device, "--threads", str(threads)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            out[row] = float("nan")
+            continue
+        out[row] = json.loads(proc.stdout.strip().splitlines()[-1])["rise_mb"]
+    return out
+
+
+def gpu_throughput(rounds: int) -> list[str]:
+    """Sequences per second of a BPNet-size model at 1 kb and 2 kb, 10 references, and the
+    summation-to-delta error of bfloat16/float16 models scored with float32 rule arithmetic."""
+    lines = []
+    for length in (1000, 2000):
+        module, x, _ = make_case("bpnet", 128, "cuda", length)
+        model = deeplift.convert(module, x[:2])
+        refs = references.dinuc_shuffle(n=10, seed=0)(x.cpu()).cuda()
+        call = (lambda: deeplift.attribute(model, x, refs, method="genomics_default", batch_size=1280))
+        median = time_rows({"run": (call, "")}, rounds, "cuda")["run"][0]
+        lines.append(f"  {length} bp, 10 references: {len(x) / median:8.0f} sequences/s")
+    for dtype in (torch.bfloat16, torch.float16):
+        module, x, ref = make_case("bpnet", 128, "cuda")
+        model = deeplift.convert(module, x[:2]).to(dtype)
+        _, delta = deeplift.attribute(model, x.to(dtype), ref.to(dtype), method="genomics_default",
+                                      return_delta=True)
+        lines.append(f"  {str(dtype).replace('torch.', '')} model: largest |summation-to-delta "
+                     f"error| {float(delta.abs().max()):.2g}")
+    return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--allocator", choices=["default", "keep-freed-memory"])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--models", default="bpnet,vgg,image")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "ROW"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.allocator is None:  # run both allocator settings, each in a fresh process
-        for allocator in ("default", "keep-freed-memory"):
-            print(f"\n=== C allocator: {allocator} ===", flush=True)
-            subprocess.run([sys.executable, __file__, "--allocator", allocator, "--batch", str(args.batch),
-                            "--repeats", str(args.repeats), "--threads", str(args.threads)], check=True)
+    if args.memory_child:
+        memory_child(*args.memory_child, args.batch, args.device, args.threads)
         return
-    if args.allocator == "keep-freed-memory":
-        from deeplift.allocator import keep_freed_memory
-        keep_freed_memory()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench_methods: --device cuda, but torch sees no CUDA device")
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    dna = torch.nn.functional.one_hot(torch.randint(0, 4, (args.batch, 1000)), 4).permute(0, 2, 1).float()
-    # one reference shared by every example (a flat background / an all-zero image)
-    bench("BPNet-like 1-D CNN", BPNetLike(), dna, torch.full_like(dna[:1], 0.25), args.repeats)
-    img = torch.randn(args.batch, 3, 32, 32)
-    bench("VGG-like 2-D CNN", vgg_like(), img, torch.zeros_like(img[:1]), args.repeats)
+    print(f"torch {torch.__version__}, {args.device}, {args.threads} threads, batch {args.batch}, "
+          f"{args.rounds} interleaved rounds, plain process")
+    header = f"{'model':22s} {'row':32s} {'ms':>9s} {'ratio':>7s} {'spread':>7s} {'memory':>8s}  goal"
+    print(header)
+    print("-" * len(header))
+    for kind in args.models.split(","):
+        module, x, ref = make_case(kind, args.batch, args.device)
+        calls = rows(kind, module, x, ref, peers=not args.no_peers)
+        timing = time_rows(calls, args.rounds, args.device)
+        memory = {} if args.no_memory else peak_memory(kind, list(calls), args.batch, args.device,
+                                                       args.threads)
+        base_mem = memory.get("autograd input gradient")
+        for name, (seconds, ratio, spread) in timing.items():
+            mem = (f"{memory[name] / base_mem:7.2f}x" if base_mem and name in memory
+                   and memory[name] == memory[name] else "      -")
+            print(f"{NAMES[kind]:22s} {name:32s} {seconds * 1e3:9.1f} {ratio:6.2f}x {spread:7.2f} "
+                  f"{mem:>8s}  {calls[name][1]}")
+    if args.device == "cuda":
+        print("GPU throughput:")
+        for line in gpu_throughput(args.rounds):
+            print(line)
 
 
 if __name__ == "__main__":

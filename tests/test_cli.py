@@ -387,3 +387,16 @@ def test_method_names_are_normalised_like_the_python_api(tmp_path, monkeypatch):
     assert main(["score", "--quiet", "--method", "revealcancel", "--n-references", "1",
                  "--out", str(out)]) == 0
     assert load_scores(out)["metadata"]["method"] == "reveal_cancel"
+
+
+def test_check_trace_reports_every_layers_conservation_at_float_rounding(tmp_path, capsys):
+    from deeplift.cli import main
+    from deeplift.examples.motif_model import load_example_data
+    np.save(tmp_path / "x.npy", load_example_data()["onehot"][:5])
+    assert main(["check", "--trace", str(tmp_path / "x.npy")]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("conservation per layer"):].splitlines()[2:]
+    names = [row.split()[0] for row in table]
+    assert names == ["conv1", "relu1", "conv2", "relu2", "pool", "flatten", "fc1", "relu3", "fc2"]
+    errors = [float(v) for row in table for v in row.split()[1:]]
+    assert len(errors) == 27 and max(errors) < 1e-5  # float32 rounding, every layer and method

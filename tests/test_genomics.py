@@ -4,11 +4,12 @@ contributions."""
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+import conformance
 
 from deeplift import genomics
 from deeplift.dinuc_shuffle import dinuc_shuffle as original_path_dinuc_shuffle
@@ -24,11 +25,10 @@ from deeplift.genomics import (
     shuffle_batch,
 )
 
-CONFORMANCE = Path("/work/shared/conformance")
-DINUC_NPZ = CONFORMANCE / "dinuc_shuffle.npz"
-CONV1D_NPZ = CONFORMANCE / "conv1d_valid.npz"
-needs_dinuc_npz = pytest.mark.skipif(not DINUC_NPZ.exists(), reason="conformance data absent")
-needs_conv1d_npz = pytest.mark.skipif(not CONV1D_NPZ.exists(), reason="conformance data absent")
+DINUC_NPZ = conformance.CONFORMANCE / "dinuc_shuffle.npz"
+CONV1D_NPZ = conformance.CONFORMANCE / "conv1d_valid.npz"
+needs_dinuc_npz = pytest.mark.conformance("dinuc_shuffle.npz")
+needs_conv1d_npz = pytest.mark.conformance("conv1d_valid.npz")
 
 SEQ_11G = "ACGTTGCAACGTAGCTAGCA"
 

@@ -13,7 +13,7 @@ import contextlib
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -22,8 +22,8 @@ from random_models import RandomChooser, build_model, random_inputs, single_thre
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 
-PROPERTY_SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None,
-                             suppress_health_check=[HealthCheck.too_slow])
+#: the rest (fixed draws by default, fresh ones under -m slow) comes from conftest's profiles
+PROPERTY_SETTINGS = settings(max_examples=25)
 
 
 @pytest.fixture(autouse=True, scope="module")

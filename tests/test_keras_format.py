@@ -29,11 +29,13 @@ from deeplift.frontends.keras_format import (  # noqa: E402
 )
 from deeplift.errors import ModelFormatError  # noqa: E402
 
+import conformance  # noqa: E402
+
 # Keras 3 internals call np.array(variable) without the numpy-2 copy keyword; not our concern.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-CASES = sorted(CONFORMANCE.glob("*.h5")) if CONFORMANCE.is_dir() else []
+CONFORMANCE = conformance.CONFORMANCE
+CASES = conformance.files("*.h5")
 
 
 def _by_name(model: KerasModel) -> dict:
@@ -64,7 +66,7 @@ def _check_weight_shapes(layer, config: dict) -> None:
         assert w == {}
 
 
-@pytest.mark.skipif(not CASES, reason=f"conformance files not found in {CONFORMANCE}")
+@pytest.mark.conformance
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_conformance_file_reads(path: Path) -> None:
     meta = _meta(path)
@@ -94,7 +96,7 @@ def test_conformance_file_reads(path: Path) -> None:
                 assert isinstance(layer.config["axis"], int)
 
 
-@pytest.mark.skipif(not CASES, reason=f"conformance files not found in {CONFORMANCE}")
+@pytest.mark.conformance
 def test_conformance_sequential_is_chained_and_functional_wired() -> None:
     seq = read_keras_file(CONFORMANCE / "mlp_relu_linear.h5")
     names = [l.name for l in seq.layers]
@@ -120,7 +122,7 @@ def _rewrite_config(src: Path, dst: Path, edit) -> Path:
     return dst
 
 
-@pytest.mark.skipif(not CASES, reason=f"conformance files not found in {CONFORMANCE}")
+@pytest.mark.conformance
 def test_keras22_sequential_without_input_layer(tmp_path: Path) -> None:
     def edit(config):
         layers = config["config"]["layers"]
@@ -137,7 +139,7 @@ def test_keras22_sequential_without_input_layer(tmp_path: Path) -> None:
     assert model.inputs == [("d1_input", 0, 0)] and model.outputs == [("out", 0, 0)]
 
 
-@pytest.mark.skipif(not CASES, reason=f"conformance files not found in {CONFORMANCE}")
+@pytest.mark.conformance
 def test_keras2_nested_functional_node_offset(tmp_path: Path) -> None:
     """Keras 2 numbers a nested Functional model's calls from 1 (node 0 is its own graph)."""
     src = CONFORMANCE / "functional_two_input_concat.h5"
@@ -263,7 +265,7 @@ def test_handmade_keras_bfloat16(tmp_path: Path) -> None:
     np.testing.assert_array_equal(model.layers[1].weights["bias"], [1.5, -2.25])
 
 
-@pytest.mark.skipif(not CASES, reason=f"conformance files not found in {CONFORMANCE}")
+@pytest.mark.conformance
 def test_h5_chunked_weight_names(tmp_path: Path) -> None:
     """Keras splits attributes over 64 KB into weight_names0, weight_names1, ..."""
     path = tmp_path / "chunked.h5"
@@ -289,7 +291,7 @@ def test_not_hdf5_or_zip(tmp_path: Path) -> None:
         read_keras_file(bad)
 
 
-@pytest.mark.skipif(not CASES, reason=f"conformance files not found in {CONFORMANCE}")
+@pytest.mark.conformance
 def test_truncated_h5(tmp_path: Path) -> None:
     data = (CONFORMANCE / "mlp_batchnorm.h5").read_bytes()
     bad = tmp_path / "trunc.h5"
@@ -330,7 +332,7 @@ def test_archive_without_config(tmp_path: Path) -> None:
         read_keras_file(path)
 
 
-@pytest.mark.skipif(not CASES, reason=f"conformance files not found in {CONFORMANCE}")
+@pytest.mark.conformance
 def test_h5_layer_weights_missing(tmp_path: Path) -> None:
     path = tmp_path / "missing.h5"
     shutil.copy(CONFORMANCE / "mlp_batchnorm.h5", path)

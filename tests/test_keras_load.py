@@ -21,6 +21,7 @@ import torch
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before any keras import
 
+import conformance  # noqa: E402
 import deeplift  # noqa: E402
 from deeplift.plan import default_target_layer, feeds_softmax  # noqa: E402
 from deeplift.frontends.keras import keras_to_model, load_keras  # noqa: E402
@@ -31,9 +32,9 @@ from deeplift.errors import InputError, UnsupportedLayerError  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning",
                                         "ignore:You are saving your model as an HDF5 file")
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-CASES = sorted(CONFORMANCE.glob("*.h5")) if CONFORMANCE.is_dir() else []
-needs_cases = pytest.mark.skipif(not CASES, reason=f"conformance files not found in {CONFORMANCE}")
+CONFORMANCE = conformance.CONFORMANCE
+CASES = conformance.files("*.h5")
+needs_cases = pytest.mark.conformance
 
 DEEPLIFT_MODES = {"Rescale": "rescale", "RevealCancel": "reveal_cancel",
                   "DeepLIFT_GenomicsDefault": "genomics_default"}
@@ -124,7 +125,7 @@ def test_conformance_original_names(case: Case) -> None:
         assert visible[idx] == case.meta["target"]["deeplift_layer_name"]
 
 
-@pytest.mark.skipif(not (CONFORMANCE / "mlp_sigmoid_out.h5").exists(), reason="no conformance")
+@pytest.mark.conformance("mlp_sigmoid_out.h5")
 def test_original_names_of_a_keras22_sequential(tmp_path: Path) -> None:
     """Keras <= 2.2 Sequential configs do not list the InputLayer: the first layer is "0"."""
     import h5py
@@ -176,7 +177,7 @@ ONE_HOT_CASES = [p for p in CASES if _has(p, "hyp_contribs__Rescale__in0")]
 IG_CASES = [p for p in CASES if _has(p, "ig__in0")]
 
 
-@pytest.mark.skipif(not IG_CASES, reason=f"no conformance cases in {CONFORMANCE}")
+@pytest.mark.conformance
 @pytest.mark.parametrize("path", IG_CASES, ids=[p.stem for p in IG_CASES])
 def test_conformance_integrated_gradients(path: Path) -> None:
     case = Case(path)
@@ -186,7 +187,7 @@ def test_conformance_integrated_gradients(path: Path) -> None:
     _assert_scores(scores, [case.data["ig__in0"]], TOLERANCE, f"{case.name} IG")
 
 
-@pytest.mark.skipif(not ONE_HOT_CASES, reason=f"no one-hot conformance cases in {CONFORMANCE}")
+@pytest.mark.conformance
 @pytest.mark.parametrize("path", ONE_HOT_CASES, ids=[p.stem for p in ONE_HOT_CASES])
 @pytest.mark.parametrize("mode", ["Rescale", "DeepLIFT_GenomicsDefault"])
 def test_conformance_hypothetical(path: Path, mode: str) -> None:
@@ -199,7 +200,7 @@ def test_conformance_hypothetical(path: Path, mode: str) -> None:
     _assert_scores(scores, [case.data[key]], TOLERANCE, f"{case.name} hypothetical {mode}")
 
 
-@pytest.mark.skipif(not (CONFORMANCE / "conv1d_valid.h5").exists(), reason="no conv1d_valid case")
+@pytest.mark.conformance("conv1d_valid.h5")
 def test_conformance_several_shuffled_references() -> None:
     """Scores averaged over 3 dinucleotide-shuffled references per sequence (refs regenerated)."""
     case = Case(CONFORMANCE / "conv1d_valid.h5")

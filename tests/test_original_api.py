@@ -20,13 +20,12 @@ relative). Conformance: 1e-5 relative to the largest magnitude in the case (see
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+import conformance
 import deeplift
 from deeplift import util
 from deeplift.dinuc_shuffle import dinuc_shuffle
@@ -413,13 +412,9 @@ def test_our_plain_layers_work_in_the_wrappers():
 # ---------------------------------------------------------------------------------------------
 # conformance: the original's own numbers for Keras files, through the original API
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-CASES = sorted(p.stem for p in CONFORMANCE.glob("*.npz") if p.stem != "dinuc_shuffle") \
-    if CONFORMANCE.is_dir() else []
-HAVE_KERAS_CONVERTER = importlib.util.find_spec("deeplift.frontends.keras") is not None
-needs_converter = pytest.mark.skipif(
-    not (HAVE_KERAS_CONVERTER and CASES),
-    reason="needs deeplift.frontends.keras and the conformance files in ../shared/conformance")
+CONFORMANCE = conformance.CONFORMANCE
+CASES = [p.stem for p in conformance.files("*.npz") if p.stem != "dinuc_shuffle"]
+needs_converter = pytest.mark.conformance
 
 #: fp32-fragile multipliers. conv2d_channels_first's Tanh follows a convolution whose output
 #: differs from its reference by as little as 1.5e-4 on outputs of size ~1: the float32

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -33,8 +33,8 @@ def _one_thread():
         yield
 
 
-PROPERTY_SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
-                             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+#: the rest (fixed draws by default, fresh ones under -m slow) comes from conftest's profiles
+PROPERTY_SETTINGS = settings(max_examples=40)
 
 
 def _torch_delta(net: nn.Module, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -231,3 +231,37 @@ def test_random_model_zoo_covers_every_layer_kind():
     bns = [m for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert any((m.weight < 0).any() for m in bns)
     assert any(isinstance(m, random_models.ChannelIndex) and m.use_index_select for m in modules)
+
+
+def test_node_deltas_are_rounding_for_exact_rules_and_name_a_leaking_layer():
+    from deeplift import layers
+    from deeplift.graph import Model
+
+    torch.manual_seed(0)
+    inp = layers.Input((6,), name="x")
+    dense = layers.Dense(torch.randn(5, 6, dtype=torch.float64), torch.randn(5, dtype=torch.float64),
+                         name="dense").set_inputs(inp)
+    act = layers.Tanh(name="tanh").set_inputs(dense)
+
+    class HalfRescale(layers.Tanh):
+        """Tanh whose backward drops half the multiplier: it breaks conservation by design."""
+
+        def backward(self, state, m_pos, m_neg):
+            (p, n), = super().backward(state, m_pos, m_neg)
+            return [(0.5 * p, None if n is None else 0.5 * n)]
+
+    leak = HalfRescale(name="leak").set_inputs(act)
+    out = layers.Dense(torch.randn(2, 5, dtype=torch.float64), name="out").set_inputs(leak)
+    model = Model([inp, dense, act, leak, out])
+    x = torch.randn(4, 6, dtype=torch.float64)
+    r = torch.randn(4, 6, dtype=torch.float64)
+    for method in ("rescale", "reveal_cancel", "genomics_default"):
+        with pytest.warns(deeplift.SummationToDeltaWarning):
+            _, nodes = deeplift.attribute(model, x, r, method=method, target="all",
+                                          return_node_deltas=True)
+        assert list(nodes) == ["dense", "tanh", "leak", "out"]
+        assert nodes.worst()[0] == "leak" and nodes["leak"] > 0.01
+        assert max(nodes["dense"], nodes["tanh"], nodes["out"]) < 1e-12
+        assert "leak" in str(nodes).splitlines()[1]
+    with pytest.raises(deeplift.InputError, match="return_node_deltas needs a DeepLIFT method"):
+        deeplift.attribute(model, x, method="gradient", return_node_deltas=True)

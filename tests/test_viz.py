@@ -46,12 +46,12 @@ def test_plot_logo_writes_png_of_figsize_times_dpi(tmp_path):
     assert png_shape(out) == (100, 400)
     assert ax.get_title() == "t"
     assert ax.get_xlim() == (-1.0, len(SEQ) + 1.0)
-    # example for a human to look at
+    # a bigger example for a human to look at (kept in the test's own temporary directory)
     viz.plot_logo(
         scores_4l(), highlight={"purple": [(3, 8)]}, title="random scores",
-        out="/tmp/logo_example.png", figsize=(14, 3),
+        out=tmp_path / "logo_example.png", figsize=(14, 3),
     )
-    assert png_shape("/tmp/logo_example.png") == (300, 1400)
+    assert png_shape(tmp_path / "logo_example.png") == (300, 1400)
 
 
 def test_plot_logo_accepts_L4_4L_and_squeezed_3d_identically():
@@ -133,8 +133,8 @@ def test_plot_heatmap_writes_png_with_and_without_image(tmp_path):
         out=out3,
     )
     assert png_shape(out3) == (400, 500)
-    viz.plot_heatmap(scores, image=image, out="/tmp/heatmap_example.png", title="heatmap")
-    assert png_shape("/tmp/heatmap_example.png") == (400, 500)
+    viz.plot_heatmap(scores, image=image, out=tmp_path / "heatmap_example.png", title="heatmap")
+    assert png_shape(tmp_path / "heatmap_example.png") == (400, 500)
 
 
 def test_plot_heatmap_colour_scale_is_symmetric_around_zero():

@@ -26,8 +26,9 @@ def load(path, **kwargs) -> Model:
     return load_keras(path, **kwargs)
 
 
-_SUBMODULES = {"models", "conversion", "util", "dinuc_shuffle", "visualization", "blobs", "layers",
-               "references", "genomics", "io", "viz", "methods", "engine", "examples", "cli", "plan", "arrays", "rules",
+_SUBMODULES = {"models", "conversion", "util", "backend", "dinuc_shuffle", "visualization", "blobs",
+               "layers", "references", "genomics", "io", "viz", "methods", "engine", "examples", "cli",
+               "plan", "arrays", "rules",
                "frontends", "legacy"}
 
 

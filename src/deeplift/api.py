@@ -18,7 +18,8 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
               progress: bool = False, steps: int = 50, hypothetical: bool = False,
               softmax_centering: bool = True, return_delta: bool = False, seed: int | None = None,
               max_routing: str = "conserving", original_quirks: bool = False,
-              additional_forward_args: Any = None, baselines: Any = None):
+              additional_forward_args: Any = None, baselines: Any = None,
+              return_node_deltas: bool = False):
     """Importance scores of ``inputs`` for ``target`` output(s) of ``model``.
 
     model: a :class:`deeplift.Model` or a ``torch.nn.Module`` (converted once and cached).
@@ -48,9 +49,11 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
         attributed (an array or a tuple; e.g. a mask): the model's last input layers. Their
         reference is their own value, so they receive no contributions and get no scores.
     baselines: Captum's name for ``references`` (give one or the other).
+    return_node_deltas: also return a per-layer table (``plan.NodeDeltas``, a dict) of the
+        largest conservation error of each layer's own rule, to see which node leaks.
 
     Returns scores shaped like the inputs (NumPy in, NumPy out; torch in, torch out), one per
-    input layer (a tuple when the model has several), and the delta when asked for.
+    input layer (a tuple when the model has several), then the delta and the node table when asked for, in that order.
     """
     if baselines is not None:
         if references is not None:
@@ -58,5 +61,5 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
         references = baselines
     plan = make_plan(model, inputs, references, method, target, target_layer, score_layer,
                      batch_size, progress, steps, hypothetical, softmax_centering, return_delta,
-                     seed, max_routing, original_quirks, additional_forward_args)
+                     seed, max_routing, original_quirks, additional_forward_args, return_node_deltas)
     return execute(plan)

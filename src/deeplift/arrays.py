@@ -207,11 +207,14 @@ def to_user(t: Tensor, to_numpy: bool, device: torch.device | None):
     return t.detach().to(device) if device is not None else t.detach()
 
 
-def check_one_hot(x: Tensor, name: str) -> None:
+def check_one_hot(x: Any, name: str, needed_by: str = "hypothetical=True") -> None:
+    """Refuse anything but one-hot sequence (0/1, at most one 1 per position): ``needed_by``
+    names what needs it in the message."""
+    x = torch.as_tensor(x)
     if not bool(((x == 0) | (x == 1)).all()):
-        raise InputError(f"hypothetical=True needs one-hot inputs, but input {name!r} has values "
+        raise InputError(f"{needed_by} needs one-hot inputs, but input {name!r} has values "
                          "other than 0 and 1")
     axis = one_hot_axis(x)
     if bool((x.sum(axis) > 1).any()):
-        raise InputError(f"hypothetical=True needs one-hot inputs, but input {name!r} has more than "
+        raise InputError(f"{needed_by} needs one-hot inputs, but input {name!r} has more than "
                          f"one 1 per position along axis {axis}")

@@ -19,7 +19,9 @@ from torch import Tensor
 
 from .genomics import hypothetical_contributions, one_hot_axis
 from .graph import Model
+from .conservation import WorstError, worst_of
 from .layers.base import Constant, Input, Layer, Multipliers, Split
+from .layers.linear import Conv, Dense
 from .methods import Method
 
 
@@ -46,8 +48,9 @@ class PassState:
 
     def __init__(self, model: Model, x_values: dict[str, Tensor], r_values: dict[str, Tensor] | None,
                  x_idx: Tensor | None, r_idx: Tensor | None, rule_for: Callable[[Layer], str],
-                 options: RuleOptions) -> None:
+                 options: RuleOptions, forward_memos: dict[str, object] | None = None) -> None:
         self.model = model
+        self.forward_memos = forward_memos or {}
         self.x_values = x_values
         self.r_values = r_values
         self.x_idx = _simplify_index(x_idx)
@@ -120,6 +123,14 @@ class PassState:
     def rule(self, layer: Layer) -> str:
         return self._rule_for(layer)
 
+    def forward_memo(self, name: str) -> object | None:
+        """What the layer's forward kept for this pass, for the examples' forward rows (a forward
+        over examples and references together has the examples' rows first)."""
+        memo = self.forward_memos.get(name)
+        if isinstance(memo, Tensor):
+            return memo[: self.x_values[name].shape[0]]
+        return memo
+
     def cached(self, layer: Layer, key: str, compute: Callable[[], object]):
         """Per-layer memo for rule state shared by ``split`` and ``backward`` (e.g. rescale factors)."""
         k = (layer.name, key)
@@ -157,11 +168,12 @@ def _add(a: Multipliers | None, b: Multipliers) -> Multipliers:
     return ap + bp, (ap if an is None else an) + (bp if bn is None else bn)
 
 
-def forward_together(model: Model, xs: Sequence[Tensor], rs: Sequence[Tensor], needed: Iterable[str]
+def forward_together(model: Model, xs: Sequence[Tensor], rs: Sequence[Tensor], needed: Iterable[str],
+                     memos: dict[str, object] | None = None
                      ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """One forward over ``cat([x, r])``; returns the x and r halves of every value (views)."""
     n = xs[0].shape[0]
-    values = model.forward_all([torch.cat([x, r]) for x, r in zip(xs, rs)], needed)
+    values = model.forward_all([torch.cat([x, r]) for x, r in zip(xs, rs)], needed, memos)
     x_values, r_values = {}, {}
     for name, v in values.items():
         if isinstance(model.layers[name], Constant):
@@ -172,10 +184,13 @@ def forward_together(model: Model, xs: Sequence[Tensor], rs: Sequence[Tensor], n
 
 
 def backward(model: Model, state: PassState, target: str, seeds: Tensor,
-             score_layers: Sequence[str]) -> dict[str, Multipliers]:
+             score_layers: Sequence[str], node_errors: dict[str, float] | None = None
+             ) -> dict[str, Multipliers]:
     """Propagate ``seeds`` (T, P, *target_shape) from ``target`` to the ``score_layers``.
 
     Returns the multipliers ``(m⁺, m⁻)`` (``m⁻`` None when equal to ``m⁺``) of every score layer.
+    With ``node_errors``, each layer's own conservation error is recorded there (see
+    :func:`node_conservation_error`), the largest seen per layer.
     """
     relevant = model.ancestors([target]) & model.descendants(score_layers)
     mults: dict[str, Multipliers] = {target: (seeds, None)}
@@ -193,6 +208,9 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
         if isinstance(layer, (Input, Constant)):
             continue
         grads = layer.backward(state, m_pos, m_neg)
+        if node_errors is not None:
+            error = node_conservation_error(model, state, name, (m_pos, m_neg), grads)
+            node_errors[name] = max(node_errors.get(name, 0.0), error)
         for inp, g in zip(layer.inputs, grads):
             if inp in relevant and not isinstance(model.layers[inp], Constant):
                 mults[inp] = _add(mults.get(inp), g)
@@ -201,6 +219,19 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
             shape, dtype, device = state.pair_shape(name, seeds.shape[1])
             out[name] = (torch.zeros((seeds.shape[0], *shape), dtype=dtype, device=device), None)
     return out
+
+
+def node_conservation_error(model: Model, state: PassState, name: str, m_out: Multipliers,
+                            m_in: list[Multipliers]) -> float:
+    """How far one layer's backward breaks summation-to-delta on its own: the largest, over
+    targets and pairs, of |Σ m_out·Δy − Σ_inputs Σ m_in·Δx| / (1 + |Σ m_out·Δy|). Float rounding
+    for every exact rule; a layer whose rule leaks shows its size here."""
+    out_total = contributions(state, name, m_out).flatten(2).sum(2)
+    in_total = torch.zeros_like(out_total)
+    for inp, g in zip(model.layers[name].inputs, m_in):
+        if not state.is_constant(inp):
+            in_total = in_total + contributions(state, inp, g).flatten(2).sum(2)
+    return float(((out_total - in_total).abs() / (1 + out_total.abs())).max())
 
 
 def contributions(state: PassState, name: str, m: Multipliers) -> Tensor:
@@ -268,8 +299,10 @@ class PairRunner:
         self.hypothetical, self.return_delta = hypothetical, return_delta
         # summation-to-delta is checked on every run of a DeepLIFT method scored at the inputs
         self.check_delta = method.sums_to_delta and set(score_names) == set(model.input_names)
-        self.worst_delta: tuple[float, int, int, int] | None = None  # (relative error, n, r, t)
+        self.worst_delta: WorstError | None = None  # the largest error in units of rounding
         self.needed = [spec.layer, *score_names]
+        #: set to a dict to collect every layer's own conservation error (DeepLIFT methods)
+        self.node_errors: dict[str, float] | None = None
 
     def run(self, xs: list[Tensor], refs: list[Tensor] | None, n_refs: int, batch_size: int,
             steps: int, progress: bool):
@@ -309,10 +342,12 @@ class PairRunner:
             return self._integrated_gradients(xs, refs, ex, rf, steps)
         uniq_ex, x_idx = torch.unique(ex, return_inverse=True)
         x_batch = [x.index_select(0, uniq_ex) for x in xs]
+        memos: dict[str, object] = {}  # this batch's own: the model is shared between threads
         if not self.method.uses_reference:
             with torch.no_grad():
-                x_values = self.model.forward_all(x_batch, self.needed)
-            state = PassState(self.model, x_values, None, x_idx, None, self.rule_for, self.options)
+                x_values = self.model.forward_all(x_batch, self.needed, memos)
+            state = PassState(self.model, x_values, None, x_idx, None, self.rule_for, self.options,
+                              memos)
             ms = self._backward(state, ex)
             out = []
             for name, (mp, mn) in zip(self.score_names, ms):
@@ -321,12 +356,13 @@ class PairRunner:
             return out, None
         if self.shared_r_values is not None:
             with torch.no_grad():
-                x_values = self.model.forward_all(x_batch, self.needed)
+                x_values = self.model.forward_all(x_batch, self.needed, memos)
             r_values, r_idx = self.shared_r_values, rf
         else:
             r_rows, r_idx = self._reference_rows(refs, ex, rf)
-            x_values, r_values = forward_together(self.model, x_batch, r_rows, self.needed)
-        state = PassState(self.model, x_values, r_values, x_idx, r_idx, self.rule_for, self.options)
+            x_values, r_values = forward_together(self.model, x_batch, r_rows, self.needed, memos)
+        state = PassState(self.model, x_values, r_values, x_idx, r_idx, self.rule_for, self.options,
+                          memos)
         ms = self._backward(state, ex)
         out = []
         for name, m in zip(self.score_names, ms):
@@ -338,17 +374,16 @@ class PairRunner:
         if self.return_delta or self.check_delta:
             contribs = out if not self.hypothetical else [
                 contributions(state, n, m) for n, m in zip(self.score_names, ms)]
-            delta, target_delta = self._delta_error(state, contribs, ex)
-            self._note_worst(delta, target_delta, ex, rf)
+            delta, target_delta, magnitude = self._delta_error(state, contribs, ex)
+            self._note_worst(delta, target_delta, magnitude, ex, rf)
         return out, delta
 
-    def _note_worst(self, delta: Tensor, target_delta: Tensor, ex: Tensor, rf: Tensor) -> None:
-        """Keep the largest summation-to-delta error relative to 1 + |Δtarget| (T, P)."""
-        rel = delta.abs() / (1 + target_delta.abs())
-        value, flat = rel.flatten().max(0)
-        if self.worst_delta is None or value.item() > self.worst_delta[0]:
-            t, p = divmod(int(flat), rel.shape[1])
-            self.worst_delta = (value.item(), int(ex[p]), int(rf[p]), self.spec.indices[t])
+    def _note_worst(self, delta: Tensor, target_delta: Tensor, magnitude: Tensor, ex: Tensor,
+                    rf: Tensor) -> None:
+        """Keep the summation-to-delta error (T, P) that is the largest multiple of rounding."""
+        worst = worst_of(delta, target_delta, magnitude, delta.dtype, ex, rf, self.spec.indices)
+        if self.worst_delta is None or worst.ratio > self.worst_delta.ratio:
+            self.worst_delta = worst
 
     def _reference_rows(self, refs: list[Tensor], ex: Tensor, rf: Tensor):
         """Distinct reference rows of this batch and each pair's index into them."""
@@ -358,19 +393,40 @@ class PairRunner:
         rows = [r[ex if r.shape[0] > 1 else torch.zeros_like(ex), rf] for r in refs]
         return rows, None
 
-    def _backward(self, state: PassState, ex: Tensor):
+    def _backward(self, state: PassState, ex: Tensor, score_names: list[str] | None = None):
         """Multipliers of every score layer for all targets: the targets' seeds are stacked and go
         back together, in as few passes as keep (targets × pairs) rows within 16 × batch_size
         (one pass unless there are very many targets, e.g. every class of a large classifier)."""
+        score_names = self.score_names if score_names is None else score_names
         shape = self.shapes[self.spec.layer][1:]
         seeds = target_seeds(self.spec, ex, shape, state.x(self.spec.layer).dtype,
                              state.x(self.spec.layer).device)
         per_pass = max(1, (16 * self.batch_size) // len(ex))
         chunks = [backward(self.model, state, self.spec.layer, seeds[t:t + per_pass],
-                                  self.score_names) for t in range(0, seeds.shape[0], per_pass)]
+                           score_names, self.node_errors)
+                  for t in range(0, seeds.shape[0], per_pass)]
         if len(chunks) == 1:
-            return [chunks[0][n] for n in self.score_names]
-        return [_cat_multipliers([c[n] for c in chunks]) for n in self.score_names]
+            return [chunks[0][n] for n in score_names]
+        return [_cat_multipliers([c[n] for c in chunks]) for n in score_names]
+
+    def _linear_stem(self) -> str | None:
+        """The last layer of a chain of dense/convolution layers that starts at the (single)
+        score layer and carries all of its gradient, or None. The transposed ops of that chain are
+        the same at every point of an integration path, so integrated gradients sums the
+        multipliers over the steps at its end and runs the chain backward once per pair
+        instead of once per step (the first convolution's backward is a large part of the work)."""
+        if len(self.score_names) != 1 or len(self.model.input_names) != 1:
+            return None  # other inputs (e.g. additional_forward_args) go through the whole path
+        upstream = self.model.ancestors([self.spec.layer])
+        name, stem = self.score_names[0], None
+        while True:
+            consumers = [c for c in self.model.consumers(name) if c in upstream]
+            if len(consumers) != 1 or consumers[0] == self.spec.layer:
+                return stem
+            layer = self.model.layers[consumers[0]]
+            if type(layer) not in (Dense, Conv) or len(layer.inputs) != 1:
+                return stem
+            name = stem = consumers[0]
 
     def _hypothetical(self, m, ref: Tensor) -> Tensor:
         mp, mn = m
@@ -378,38 +434,67 @@ class PairRunner:
         axis = one_hot_axis(ref) + 1  # multipliers carry a leading target axis
         return hypothetical_contributions(mult, ref, channel_axis=axis)
 
-    def _delta_error(self, state: PassState, contribs: list[Tensor], ex: Tensor) -> tuple[Tensor, Tensor]:
-        """(Σ contributions − seed·Δtarget, seed·Δtarget), per (target, pair)."""
+    def _delta_error(self, state: PassState, contribs: list[Tensor], ex: Tensor
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+        """(Σ contributions − seed·Δtarget, seed·Δtarget, the magnitude rounding acts on:
+        Σ|contributions| + |seed|·(|target(x)| + |target(r)|)), per (target, pair)."""
         total = sum(c.flatten(2).sum(2) for c in contribs)
         d_target = state.delta(self.spec.layer).reshape(-1, self.spec.n_features)  # (P, K); also for (P,) outputs
         seeds = target_seeds(self.spec, ex, (self.spec.n_features,), d_target.dtype, d_target.device)
         target_delta = (seeds * d_target).sum(-1)
-        return total - target_delta, target_delta
+        size = (state.x(self.spec.layer).abs() + state.r(self.spec.layer).abs()).reshape(d_target.shape)
+        magnitude = sum(c.abs().flatten(2).sum(2) for c in contribs) + (seeds.abs() * size).sum(-1)
+        return total - target_delta, target_delta, magnitude
 
     def _integrated_gradients(self, xs, refs, ex: Tensor, rf: Tensor, steps: int):
-        """Midpoint Riemann sum of the gradient along the straight path, all steps in one batch."""
+        """Midpoint Riemann sum of the gradient along the straight path from each pair's reference
+        to its example. The interpolation points of every pair go forward and backward together,
+        ``batch_size`` points at a time (whole chunks of steps), so memory is bounded by
+        ``batch_size`` whatever ``steps`` is; the sum accumulates over the chunks (at the end of
+        the linear stem, if the model starts with one: see ``_linear_stem``)."""
         n_pairs = len(ex)
         rows = self._reference_rows(refs, ex, rf)
         r_pairs = rows[0] if rows[1] is None else [r.index_select(0, rows[1]) for r in rows[0]]
         x_pairs = [x.index_select(0, ex) for x in xs]
-        alphas = (torch.arange(steps, dtype=xs[0].dtype, device=xs[0].device) + 0.5) / steps
-        points = []
-        for x, r in zip(x_pairs, r_pairs):
-            a = alphas.reshape(steps, 1, *([1] * (x.ndim - 1)))
-            points.append((r.unsqueeze(0) + a * (x - r).unsqueeze(0)).reshape(steps * n_pairs, *x.shape[1:]))
-        with torch.no_grad():
-            values = self.model.forward_all(points, self.needed)
-        state = PassState(self.model, values, None, None, None, self.rule_for, self.options)
-        ms = self._backward(state, ex.repeat(steps))
-        out = []
-        for name, (mp, _), x, r in zip(self.score_names, ms, x_pairs, r_pairs):
-            mean_grad = mp.reshape(mp.shape[0], steps, n_pairs, *mp.shape[2:]).mean(1)
-            out.append(mean_grad * (x - r))
+        diffs = [x - r for x, r in zip(x_pairs, r_pairs)]
+        stem = self._linear_stem()
+        if stem is None:
+            path_start, path_diff = r_pairs, diffs
+        else:  # the stem is affine: interpolate its outputs for x and r instead of running it
+            s_x = self.model.forward_all(x_pairs, [stem])[stem]
+            s_r = self.model.forward_all(r_pairs, [stem])[stem]
+            path_start, path_diff = [s_r], [s_x - s_r]
+        sum_at = self.score_names if stem is None else [stem]
+        per_chunk = max(1, self.batch_size // n_pairs)  # steps per forward pass
+        grad_sums: list[Tensor | None] = [None] * len(sum_at)
+        for first in range(0, steps, per_chunk):
+            k = min(per_chunk, steps - first)
+            alphas = (torch.arange(first, first + k, dtype=xs[0].dtype, device=xs[0].device) + 0.5) / steps
+            points = []
+            for d, r in zip(path_diff, path_start):
+                a = alphas.reshape(k, 1, *([1] * (d.ndim - 1)))
+                points.append(torch.addcmul(r.unsqueeze(0), a, d.unsqueeze(0)).reshape(k * n_pairs, *d.shape[1:]))
+            memos: dict[str, object] = {}
+            if stem is None:
+                values = self.model.forward_all(points, self.needed, memos)
+            else:  # the inputs' rows only give the stem's layers their shapes
+                values = self.model.forward_all(x_pairs, self.needed, memos, given={stem: points[0]})
+            state = PassState(self.model, values, None, None, None, self.rule_for, self.options, memos)
+            for i, (mp, _) in enumerate(self._backward(state, ex.repeat(k), sum_at)):
+                chunk_sum = mp.reshape(mp.shape[0], k, n_pairs, *mp.shape[2:]).sum(1)
+                grad_sums[i] = chunk_sum if grad_sums[i] is None else grad_sums[i].add_(chunk_sum)
+            del state, points
+        if stem is not None:  # the stem's transposed ops read only layer shapes from the state
+            state = PassState(self.model, values, None, None, None, self.rule_for, self.options)
+            m = backward(self.model, state, stem, grad_sums[0], self.score_names)
+            grad_sums = [m[n][0] for n in self.score_names]
+        del values
+        out = [g.mul_(d / steps) for g, d in zip(grad_sums, diffs)]
         delta = None
         if self.return_delta:
-            with torch.no_grad():
-                fx = self.model.forward_all(x_pairs, [self.spec.layer])[self.spec.layer].reshape(n_pairs, -1)
-                fr = self.model.forward_all(r_pairs, [self.spec.layer])[self.spec.layer].reshape(n_pairs, -1)
+            x_values, r_values = forward_together(self.model, x_pairs, r_pairs, [self.spec.layer])
+            fx = x_values[self.spec.layer].reshape(n_pairs, -1)
+            fr = r_values[self.spec.layer].reshape(n_pairs, -1)
             seeds = target_seeds(self.spec, ex, (self.spec.n_features,), fx.dtype, fx.device)
             total = sum(c.flatten(2).sum(2) for c in out)
             delta = total - (seeds * (fx - fr)).sum(-1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import threading
 from collections import Counter
 from typing import Iterable, Sequence
 
@@ -12,6 +13,9 @@ from torch import Tensor
 from .arrays import prepare_forward_inputs
 from .errors import InputError
 from .layers.base import Constant, Input, Layer
+
+#: guards ``Model.rows_forwarded`` (a counter shared by every thread scoring the model)
+_ROWS_LOCK = threading.Lock()
 
 
 class Model:
@@ -137,18 +141,34 @@ class Model:
         return self
 
     # -- forward ----------------------------------------------------------------------------------
-    def forward_all(self, inputs: Sequence[Tensor], needed: Iterable[str] | None = None) -> dict[str, Tensor]:
-        """Run the forward functions; ``inputs`` in ``input_names`` order; returns every value."""
+    def forward_all(self, inputs: Sequence[Tensor], needed: Iterable[str] | None = None,
+                    memos: dict[str, object] | None = None,
+                    given: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Run the forward functions; ``inputs`` in ``input_names`` order; returns every value.
+
+        ``memos``: a dict owned by the caller's pass that receives what layers can reuse from this
+        forward (see ``Layer.forward_with_memo``). ``given``: values of some layers computed
+        elsewhere (integrated gradients interpolates at the end of a linear stem); the layers
+        after them run on those."""
         wanted = self.ancestors(needed) if needed is not None else set(self.layers)
         values: dict[str, Tensor] = dict(zip(self.input_names, inputs))
-        if inputs:
-            self.rows_forwarded += int(inputs[0].shape[0])
+        values.update(given or {})
+        rows = max((int(t.shape[0]) for t in [*inputs, *(given or {}).values()]), default=0)
+        if rows:
+            with _ROWS_LOCK:  # one model may be scored from several threads
+                self.rows_forwarded += rows
         for name, layer in self.layers.items():
             if name in values or name not in wanted:
                 continue
             if isinstance(layer, Input):
                 raise InputError(f"no value was given for input layer {name!r}")
-            values[name] = layer.forward(*[values[i] for i in layer.inputs])
+            args = [values[i] for i in layer.inputs]
+            if memos is None:
+                values[name] = layer.forward(*args)
+            else:
+                values[name], memo = layer.forward_with_memo(*args)
+                if memo is not None:
+                    memos[name] = memo
         return values
 
     def layer_shapes(self, inputs: Sequence[Tensor], needed: Iterable[str]) -> dict[str, tuple]:
@@ -161,14 +181,14 @@ class Model:
         if any(n not in known for n in needed):
             with torch.no_grad():
                 values = self.forward_all([t[:1] for t in inputs], needed)
-            self._remember_shapes(key, values)
-            known = self._shapes[key]
+            known = self._remember_shapes(key, values)  # not re-read: another thread may write
         return {n: known[n] for n in known}
 
-    def _remember_shapes(self, key: tuple, values: dict[str, Tensor]) -> None:
+    def _remember_shapes(self, key: tuple, values: dict[str, Tensor]) -> dict[str, tuple]:
         shapes = dict(self._shapes.get(key, {}))
         shapes.update({n: (1, *v.shape[1:]) for n, v in values.items()})
         self._shapes[key] = shapes  # one assignment: safe to read from other threads
+        return shapes
 
     def __call__(self, *inputs) -> "Tensor | tuple[Tensor, ...]":
         """Forward pass: equals the source model's forward."""

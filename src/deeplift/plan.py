@@ -11,7 +11,6 @@ out twice.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -21,10 +20,12 @@ from torch import Tensor
 
 from . import arrays
 from .engine import PairRunner, RuleOptions, TargetSpec
-from .errors import InputError, SummationToDeltaWarning
+from .conservation import warn_if_not_conserved
+from .errors import InputError
 from .graph import Model
 from .layers.activations import LogSoftmax, Sigmoid, Softmax
 from .methods import Method, get_method, rule_resolver
+from .precision import rules_model
 
 # ---------------------------------------------------------------------------------------------
 # targets
@@ -215,6 +216,7 @@ class Plan:
     hypothetical: bool
     return_delta: bool
     progress: bool
+    return_node_deltas: bool
     to_numpy: bool
     user_device: torch.device | None
     n_attributed: int
@@ -238,12 +240,13 @@ def make_plan(model: Any, inputs: Any, references: Any = None, method: Any = "re
               batch_size: int = 256, progress: bool = False, steps: int = 50,
               hypothetical: bool = False, softmax_centering: bool = True,
               return_delta: bool = False, seed: int | None = None, max_routing: str = "conserving",
-              original_quirks: bool = False, additional_forward_args: Any = None) -> Plan:
+              original_quirks: bool = False, additional_forward_args: Any = None,
+              return_node_deltas: bool = False) -> Plan:
     """Check and convert the arguments of :func:`deeplift.attribute` (which documents them)."""
     m = get_method(method)
     extra = _as_tuple(additional_forward_args)
     all_inputs = inputs if not extra else (*_as_tuple(inputs), *extra)
-    model = as_model(model, all_inputs)
+    model = rules_model(as_model(model, all_inputs))  # float16/bfloat16: a float32 copy
     if max_routing not in ("conserving", "gradient"):
         raise InputError(f"max_routing must be 'conserving' or 'gradient', got {max_routing!r}")
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
@@ -275,6 +278,9 @@ def make_plan(model: Any, inputs: Any, references: Any = None, method: Any = "re
         raise InputError(f"return_delta needs a reference-based method (summation-to-delta does not "
                          f"hold for {m.name!r}); use rescale, reveal_cancel, genomics_default or "
                          "integrated_gradients")
+    if return_node_deltas and not m.sums_to_delta:
+        raise InputError(f"return_node_deltas needs a DeepLIFT method (rescale, reveal_cancel, "
+                         f"genomics_default): {m.name!r} does not conserve the difference")
     if m.integrated and any(s not in model.input_names for s in score_names):
         raise InputError("integrated gradients are computed at the input layer(s) only")
     if hypothetical:
@@ -288,7 +294,7 @@ def make_plan(model: Any, inputs: Any, references: Any = None, method: Any = "re
                 score_layer is not None, shapes,
                 RuleOptions(max_routing=max_routing, original_quirks=original_quirks),
                 int(batch_size), int(steps), bool(hypothetical), bool(return_delta), bool(progress),
-                to_numpy, user_device, n_attributed)
+                bool(return_node_deltas), to_numpy, user_device, n_attributed)
 
 
 def _as_tuple(value: Any) -> tuple:
@@ -324,6 +330,8 @@ def execute(plan: Plan):
     rule_for = rule_resolver(plan.model, plan.method)
     runner = PairRunner(plan.model, plan.method, plan.target, plan.score_names, plan.shapes,
                         rule_for, plan.options, plan.hypothetical, plan.return_delta)
+    if plan.return_node_deltas:
+        runner.node_errors = {}
     scores, deltas = runner.run(plan.xs, plan.refs, plan.n_refs, plan.batch_size, plan.steps,
                                 plan.progress)
     _warn_if_not_conserved(runner, plan.xs[0].dtype, plan.options.max_routing)
@@ -334,27 +342,35 @@ def execute(plan: Plan):
         result: Any = outputs[0]
     else:
         result = list(outputs) if plan.score_listed else tuple(outputs)
-    if not plan.return_delta:
-        return result
-    d = deltas  # (N, R, T)
-    if single:
-        d = d[..., 0]
-    if not plan.explicit_refs:
-        d = d[:, 0]
-    return result, arrays.to_user(d, plan.to_numpy, plan.user_device)
+    extra: list[Any] = []
+    if plan.return_delta:
+        d = deltas  # (N, R, T)
+        if single:
+            d = d[..., 0]
+        if not plan.explicit_refs:
+            d = d[:, 0]
+        extra.append(arrays.to_user(d, plan.to_numpy, plan.user_device))
+    if plan.return_node_deltas:
+        extra.append(NodeDeltas((n, runner.node_errors[n]) for n in plan.model.layer_names
+                                if n in runner.node_errors))
+    return (result, *extra) if extra else result
+
+
+class NodeDeltas(dict):
+    """Per layer, the largest error of that layer's own conservation over the examples,
+    references and targets of a run: |Σ contributions at its output − Σ at its inputs|, relative
+    to 1 + |Σ at its output|. Float rounding everywhere means every rule is exact; a larger
+    value names the layer that leaks. ``str()`` gives a table, worst first."""
+
+    def worst(self) -> tuple[str, float] | None:
+        return max(self.items(), key=lambda kv: kv[1]) if self else None
+
+    def __str__(self) -> str:
+        width = max([5] + [len(n) for n in self])
+        rows = [f"{'layer':{width}s}  largest |Σ in − Σ out| / (1 + |Σ out|)"]
+        rows += [f"{n:{width}s}  {v:.2g}" for n, v in sorted(self.items(), key=lambda kv: -kv[1])]
+        return "\n".join(rows)
 
 
 def _warn_if_not_conserved(runner: PairRunner, dtype: torch.dtype, max_routing: str) -> None:
-    if runner.worst_delta is None:
-        return
-    rel, n, r, t = runner.worst_delta
-    tolerance = torch.finfo(dtype).eps ** 0.5
-    if rel <= tolerance:
-        return
-    hint = ("max_routing='gradient' (the original library's max pooling) does not conserve it with "
-            "a non-constant reference; the default 'conserving' does" if max_routing == "gradient"
-            else "please report this with the model")
-    warnings.warn(SummationToDeltaWarning(
-        f"contributions do not sum to the target's difference from the reference: error "
-        f"{rel:.3g}·(1 + |Δ|) for example {n}, reference {r}, target {t} (float rounding would "
-        f"stay below {tolerance:.1g}); {hint}"), stacklevel=4)
+    warn_if_not_conserved(runner.worst_delta, max_routing, stacklevel=5)

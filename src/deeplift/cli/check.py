@@ -34,7 +34,46 @@ def cmd_check(args: argparse.Namespace) -> int:
     print("unsupported ops: none (every layer has a DeepLIFT rule)")
     ok, line = forward_check(source, shape)
     print(line)
+    if args.trace:
+        for row in trace_table(source, args.trace):
+            print(row)
     return 0 if ok else 1
+
+
+TRACE_METHODS = ("rescale", "reveal_cancel", "genomics_default")
+TRACE_EXAMPLES = 16
+
+
+def trace_table(source: Source, spec: str) -> list[str]:
+    """Per layer, the largest error of its own conservation under each DeepLIFT method, on the
+    first examples of INPUTS against zero references: float rounding unless a rule leaks."""
+    import warnings as _warnings
+
+    import deeplift
+    from ..errors import DeepLiftError, SummationToDeltaWarning
+    from .inputs import read_inputs
+    inputs = read_inputs(spec, source)
+    data = inputs.data
+    data = {k: v[:TRACE_EXAMPLES] for k, v in data.items()} if isinstance(data, dict) else data[:TRACE_EXAMPLES]
+    tables = {}
+    for method in TRACE_METHODS:
+        try:
+            with _warnings.catch_warnings():
+                _warnings.simplefilter("ignore", SummationToDeltaWarning)  # the table says it
+                _, tables[method] = deeplift.attribute(source.model, data, method=method,
+                                                       return_node_deltas=True)
+        except DeepLiftError as exc:
+            raise CliError(f"--trace {spec}: {_text(exc)}", "check the inputs' shape") from exc
+    n = min(inputs.n, TRACE_EXAMPLES)
+    width = max([5] + [len(name) for name in source.model.layer_names]) + 2
+    rows = [f"conservation per layer on {n} examples of {spec}, zero references, target 0 "
+            "(largest |Σ in − Σ out| / (1 + |Σ out|); float rounding means exact):",
+            f"{'layer':{width}s}" + "".join(f"{m:>18s}" for m in TRACE_METHODS)]
+    for name in source.model.layer_names:
+        if any(name in t for t in tables.values()):
+            rows.append(f"{name:{width}s}" + "".join(
+                f"{tables[m][name]:18.2g}" if name in tables[m] else f"{'-':>18s}" for m in TRACE_METHODS))
+    return rows
 
 
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:

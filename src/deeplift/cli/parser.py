@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 from .check import cmd_check
 from .common import CliError, _fix, _problem, _text
+from .genome import add_genome_options, add_merge_parser, with_genome
 from .output import Terminated, signals_as_exceptions
 from .plot import cmd_plot
 from ..methods import METHODS
@@ -28,10 +29,11 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="DeepLIFT importance scores from the command line.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="{score,plot,check}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{score,plot,check,merge}", parser_class=_Parser)
     _score_parser(sub)
     _plot_parser(sub)
     _check_parser(sub)
+    add_merge_parser(sub)
     return parser
 
 
@@ -65,7 +67,8 @@ def _score_parser(sub: Any) -> None:
     p.add_argument("--steps", type=int, metavar="N", help="integrated gradients steps (50)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or run description")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.set_defaults(handler=cmd_score)
+    add_genome_options(p)
+    p.set_defaults(handler=with_genome(cmd_score))
 
 
 def _plot_parser(sub: Any) -> None:
@@ -88,6 +91,8 @@ def _check_parser(sub: Any) -> None:
                        "nonlinearity gets, and whether the converted forward pass matches.")
     p.add_argument("model", nargs="?", metavar="MODEL", help=f"{MODEL_FORMATS} (default: the bundled example)")
     p.add_argument("--input-shape", metavar="SHAPE", help="one example's shape, e.g. 4,200 (PyTorch modules)")
+    p.add_argument("--trace", metavar="INPUTS", help="per layer, the conservation error of its rule on "
+                   "the first examples of INPUTS (.npy/.npz/.h5/FASTA)")
     p.add_argument("--weights", metavar="STATE_DICT", help="state dict for a package.module:object model")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(handler=cmd_check)

@@ -135,10 +135,12 @@ def make_references(kind: str, n_refs: int | None, seed: int, inputs: Inputs, mo
 
 
 def _check_one_hot(x: np.ndarray, path: str) -> None:
-    axis = 1 if x.shape[1] == 4 else 2
-    if not np.isin(x, (0, 1)).all() or (x.sum(axis) > 1).any():
-        raise CliError(f"--references dinuc-shuffle needs one-hot inputs but {path} holds values "
-                       "other than one 1 per position", "use --references zeros or background")
+    from ..arrays import check_one_hot
+    from ..errors import InputError
+    try:
+        check_one_hot(x, path, needed_by="--references dinuc-shuffle")
+    except InputError as exc:
+        raise CliError(_text(exc), "use --references zeros or background") from exc
 
 
 def cmd_score(args: argparse.Namespace) -> int:

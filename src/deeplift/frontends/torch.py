@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import operator
+import threading
 import weakref
 from typing import Any, Callable, Sequence
 
@@ -752,7 +753,7 @@ def convert_module(module: torch.nn.Module, example_inputs: Any, check: bool = T
     if examples[0].shape[0] < 2:  # a batch of one lets export specialise the batch size
         examples = tuple(torch.cat([e, e]) for e in examples)
     batch = examples[0].shape[0]
-    with _eval_mode(module), torch.no_grad():
+    with _CONVERT_LOCK, _eval_mode(module), torch.no_grad():
         try:  # a module that cannot run on the examples is the user's to fix, not an export failure
             expected = module(*examples)
             if isinstance(expected, dict) or not all(
@@ -821,10 +822,18 @@ def _in_forward_order(module: torch.nn.Module, inputs: dict) -> tuple:
 
 
 _CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[Any, Model]]" = weakref.WeakKeyDictionary()
+#: one conversion at a time: torch.export swaps a module's parameters for fake tensors while it
+#: traces, so another thread must neither export nor read the parameters meanwhile
+_CONVERT_LOCK = threading.RLock()
 
 
 def convert_cached(module: torch.nn.Module, inputs: Any) -> Model:
     """Convert once per module and weights version (``attribute`` accepts modules directly)."""
+    with _CONVERT_LOCK:
+        return _convert_cached(module, inputs)
+
+
+def _convert_cached(module: torch.nn.Module, inputs: Any) -> Model:
     examples = _example_tuple(inputs if not isinstance(inputs, dict) else tuple(inputs.values()))
     key = (tuple((n, t.data_ptr(), t._version, t.dtype, t.device) for n, t in
                  list(module.named_parameters()) + list(module.named_buffers())),

@@ -23,7 +23,7 @@ _ORIGINAL_NAMES = {"ConvMxtsMode", "DataFormat", "DenseMxtsMode", "MaxPoolDeepLi
                    "NonlinearMxtsMode", "PaddingMode", "ScoringMode", "AvgPool1D", "AvgPool2D",
                    "BatchNormalization", "Conv1D", "Conv2D", "GlobalAvgPool1D", "GlobalMaxPool1D",
                    "MaxPool1D", "MaxPool2D", "NoOp"}
-_ORIGINAL_MODULES = {"core", "convolutional", "normalization"}
+_ORIGINAL_MODULES = {"core", "convolutional", "convolution", "normalization"}
 
 
 def __getattr__(name: str):

@@ -112,6 +112,10 @@ class Activation(Layer):
         """``f'(x)`` at the inputs of the pass."""
         return state.cached(self, "gradient", lambda: self.derivative(state.x(self.inputs[0])))
 
+    def times_gradient(self, state: State, m: Tensor) -> Tensor:
+        """``f'(x)·m`` for multipliers ``m`` (T, P, ...); a layer may fuse the two."""
+        return self.gradient(state) * m
+
 
 class Elementwise(Activation):
     """Any elementwise function ``f`` as a nonlinearity with every rule — for an op of the
@@ -163,8 +167,8 @@ class RevealCancel:
 
 class Gradient(RescaleSplit):
     def backward(self, layer, state, m_pos, m_neg):
-        g = layer.gradient(state)
-        return [(g * m_pos, None if m_neg is None else g * m_neg)]
+        return [(layer.times_gradient(state, m_pos),
+                 None if m_neg is None else layer.times_gradient(state, m_neg))]
 
 
 class GuidedBackprop(RescaleSplit):
@@ -202,6 +206,11 @@ class ReLU(Activation):
 
     def derivative(self, x: Tensor) -> Tensor:
         return (x > 0).to(x.dtype)
+
+    def times_gradient(self, state: State, m: Tensor) -> Tensor:
+        # m·[x>0] in one fused pass (autograd's own ReLU backward), not f'(x) then a product:
+        # the gradient methods and integrated gradients spend most of their time here
+        return torch.ops.aten.threshold_backward(m, state.x(self.inputs[0]), 0)
 
 
 class LeakyReLU(Activation):

@@ -81,6 +81,10 @@ class State(Protocol):
     def select_x_rows(self, t: Tensor) -> Tensor:
         """The rows of every pair's example from a tensor aligned with the examples' forward rows."""
 
+    def forward_memo(self, name: str) -> Any:
+        """What layer ``name``'s ``forward_with_memo`` kept in this pass's forward, for the
+        examples' forward rows (as ``select_x_rows`` takes them), or None."""
+
 
 def positive(t: Tensor) -> Tensor:
     """``t·[t>0]`` (zeros go to neither part)."""
@@ -129,6 +133,12 @@ class Layer:
     # -- the math ---------------------------------------------------------------------------------
     def forward(self, *inputs: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def forward_with_memo(self, *inputs: Tensor) -> tuple[Tensor, object | None]:
+        """``forward`` plus what the rules can reuse from it (e.g. max-pool argmax indices), or
+        None. The engine keeps the memo with the pass: layers are shared by concurrent calls and
+        hold no per-call state."""
+        return self.forward(*inputs), None
 
     def split(self, state: State) -> Split:
         raise NotImplementedError(f"{type(self).__name__} has no split rule")

@@ -12,7 +12,6 @@ reference, and when both argmaxes agree it is the gradient. The original library
 from __future__ import annotations
 
 import math
-import weakref
 from typing import Sequence
 
 import torch
@@ -51,25 +50,11 @@ class _MaxRouting(Layer):
     def _ties_share(self, state) -> bool:
         return False
 
-    # The forward pass finds the argmax anyway; remembering it (per output tensor, weakly) spares
-    # the routing a second max pooling over the same rows.
-    def _remember_indices(self, out: Tensor, idx: Tensor) -> None:
-        memo = self.__dict__.setdefault("_argmax_memo", {})
-        for key in [k for k, (ref, _) in memo.items() if ref() is None]:
-            del memo[key]
-        memo[out.data_ptr()] = (weakref.ref(out), idx)
-
-    def __getstate__(self) -> dict:  # the memo holds weak references: not for pickling
-        state = dict(self.__dict__)
-        state.pop("_argmax_memo", None)
-        return state
-
-    def _remembered_indices(self, value: Tensor) -> Tensor | None:
-        """Argmax indices of the forward pass that produced ``value`` (or a leading slice of it)."""
-        entry = self.__dict__.get("_argmax_memo", {}).get(value.data_ptr())
-        if entry is None or entry[0]() is None:
-            return None
-        return entry[1][: value.shape[0]]
+    # The forward pass finds the argmax anyway; the engine keeps it with the pass (never on the
+    # layer, which concurrent calls share) and the routing reuses it instead of pooling again.
+    def _remembered_indices(self, state) -> Tensor | None:
+        """Argmax indices (B, C, O) of the forward pass over this pass's examples, if it kept them."""
+        return state.forward_memo(self.name)
 
     def _routing(self, state):
         """(i, j, λ): flat indices of the input and reference argmax, and i's weight (B, C, O)."""
@@ -77,7 +62,7 @@ class _MaxRouting(Layer):
             inp = self.inputs[0]
             x = state.x(inp)
             xf = self.flat_view(x)
-            i = self._remembered_indices(state.x_values[self.name])
+            i = self._remembered_indices(state)
             if i is None:
                 xi, i = self.max_with_indices(xf, x)
             else:
@@ -162,11 +147,14 @@ class MaxPool(_MaxRouting):
         return out[tuple(index)]
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_memo(x)[0]
+
+    def forward_with_memo(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The pooled output and its argmax indices in the flat view (B, C, O)."""
         out, idx = _MAX_POOL[self.nd](self._padded(x), self.kernel_size, self.stride, 0, self.dilation,
                                       self.ceil_mode, return_indices=True)
         out, idx = self._crop(out, x.shape[2:]), self._crop(idx, x.shape[2:])
-        self._remember_indices(out, idx.reshape(idx.shape[0], idx.shape[1], -1))
-        return out
+        return out, idx.reshape(idx.shape[0], idx.shape[1], -1)
 
     def flat_view(self, t: Tensor) -> Tensor:
         t = self._padded(t)

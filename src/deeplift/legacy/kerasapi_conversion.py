@@ -28,7 +28,7 @@ from ..errors import DeepLiftError, InputError, ModelFormatError
 from .layers import (ConvMxtsMode, DenseMxtsMode, MaxPoolDeepLiftMode,
                                NonlinearMxtsMode, check_mode)
 from .models import GraphModel, SequentialModel, _is_activation
-from .util import enum as _enum
+from .batching import enum as _enum
 
 __all__ = ["convert_model_from_saved_files", "convert_sequential_model", "convert_functional_model",
            "ActivationTypes", "CustomConversionError"]

@@ -29,9 +29,11 @@ import numpy as np
 from torch import Tensor
 
 from ..errors import DeepLiftError, InputError
-from .util import enum
+from .batching import enum
+from .blob_api import BlobMethods
 from ..layers import activations as _act
 from ..layers.base import Input as _Input
+from ..layers.base import Layer as _Layer
 from ..layers.linear import AvgPool as _AvgPool
 from ..layers.linear import BatchNorm as _BatchNorm
 from ..layers.linear import Conv as _Conv
@@ -105,25 +107,20 @@ def check_mode(value: str, allowed, what: str) -> str:
 
 _names = itertools.count()
 
+#: the seed's name of the base class of every layer (``deeplift.blobs.core.Blob``)
+Blob = _Layer
 
-class OriginalLayer:
-    """Mixin: automatic names (layers can be wired before a model names them) and the original's
-    small accessors."""
+
+class OriginalLayer(BlobMethods):
+    """Mixin: automatic names (layers can be wired before a model names them), the original's
+    small accessors and the seed's blob methods (:mod:`deeplift.legacy.blob_api`)."""
 
     def _auto_name(self, name: str | None) -> str:
         return name if name is not None else f"{type(self).__name__.lower()}_{next(_names)}"
 
-    def get_name(self) -> str:
-        return self.name
-
     def get_inputs(self):
         ins = getattr(self, "_input_layers", [])
         return ins[0] if len(ins) == 1 else ins
-
-    def get_activation_vars(self):
-        """A handle on this layer's output for :func:`deeplift.util.compile_func`."""
-        from .handles import activation_handle
-        return activation_handle(self)
 
     def build_fwd_pass_vars(self) -> None:
         """No-op: our graphs need no symbolic build step (kept for old code)."""
@@ -185,17 +182,33 @@ def _data_format(data_format: str) -> bool:
 
 
 class Input(OriginalLayer, _Input):
-    """``Input(batch_shape=(None, ...))``; the reference is given to the scoring function."""
+    """``Input(batch_shape=(None, ...))``; the reference is given to the scoring function.
+    The seed's ``Input(num_dims=2, shape=(None, 10))`` (``shape`` with the batch axis) works too."""
 
-    def __init__(self, batch_shape, name: str | None = None, **kwargs) -> None:
+    def __init__(self, batch_shape=None, name: str | None = None, *, num_dims: int | None = None,
+                 shape=None, **kwargs) -> None:
+        if batch_shape is None:
+            if shape is None:
+                raise InputError("Input needs batch_shape=(None, ...) (or the seed's shape=)")
+            batch_shape = tuple(shape)
+            if num_dims is not None and len(batch_shape) != num_dims:
+                raise InputError(f"Input: num_dims={num_dims} but shape {batch_shape} has "
+                                 f"{len(batch_shape)} axes (the batch axis included)")
+        elif shape is not None:
+            raise InputError("Input: give batch_shape or the seed's shape, not both")
         super().__init__(batch_shape=batch_shape, name=self._auto_name(name), **kwargs)
 
 
 class Dense(OriginalLayer, _Dense):
-    """``y = x @ kernel + bias`` with ``kernel`` of shape (in, out)."""
+    """``y = x @ kernel + bias`` with ``kernel`` of shape (in, out); the seed's ``W=``/``b=``
+    keywords (the same layout) work too."""
 
-    def __init__(self, kernel, bias, dense_mxts_mode: str = DenseMxtsMode.Linear,
-                 name: str | None = None) -> None:
+    def __init__(self, kernel=None, bias=None, dense_mxts_mode: str = DenseMxtsMode.Linear,
+                 name: str | None = None, *, W=None, b=None) -> None:
+        if (kernel is None) == (W is None) or (bias is None) == (b is None):
+            raise InputError("Dense needs kernel= and bias= (or the seed's W= and b=), once each")
+        kernel = kernel if W is None else W
+        bias = bias if b is None else b
         self.dense_mxts_mode = check_mode(dense_mxts_mode, DenseMxtsMode, "dense_mxts_mode")
         kernel = np.asarray(kernel, dtype=np.float32)
         super().__init__(kernel.T, np.asarray(bias, dtype=np.float32), name=self._auto_name(name))
@@ -481,7 +494,7 @@ __all__ = [
     "NonlinearMxtsMode", "DenseMxtsMode", "ConvMxtsMode", "MaxPoolDeepLiftMode", "ScoringMode",
     "ActivationNames", "PoolMode", "PaddingMode", "DataFormat", "MODE_TO_RULE",
     "UnsupportedModeError", "TargetLayerError", "MultipliersNotAvailableError",
-    "OriginalInputError", "OriginalLayer", "tf_padding_pairs",
+    "OriginalInputError", "OriginalLayer", "Blob", "tf_padding_pairs",
     "Input", "Dense", "Flatten", "NoOp", "Concat", "BatchNormalization",
     "ReLU", "PReLU", "Sigmoid", "Tanh", "Softmax",
     "Conv1D", "Conv2D", "AvgPool1D", "AvgPool2D", "MaxPool1D", "MaxPool2D",

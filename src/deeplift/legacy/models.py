@@ -43,9 +43,10 @@ from .layers import (MODE_TO_RULE, MultipliersNotAvailableError, NonlinearMxtsMo
                               OriginalInputError, TargetLayerError, UnsupportedModeError,
                               check_mode)
 from ..methods import _TRANSPARENT, genomics_default_rule, get_method, rule_resolver
-from .util import enum as _enum
-from .util import run_function_in_batches
-from .handles import ActivationHandle, _register, activation_handle  # noqa: F401  (public here)
+from .batching import enum as _enum
+from .batching import run_function_in_batches
+from .handles import ActivationHandle, activation_handle  # noqa: F401  (public here)
+from .blob_api import register
 
 __all__ = ["SequentialModel", "GraphModel", "FuncType", "activation_handle",
            "TargetLayerError", "MultipliersNotAvailableError", "UnsupportedModeError"]
@@ -144,6 +145,38 @@ def _visible(layers: Iterable[Layer]) -> list[Layer]:
     return [l for l in layers if not getattr(l, "auxiliary", False)]
 
 
+def _keras_name_aliases(model: Model, name_to_layer: dict[str, Layer]) -> dict[str, str]:
+    """Names a user may write for the layers of a converted Keras model -> our names: the Keras
+    layer name (node 0; ``<name>_<k>`` for node k) for the layer standing for that Keras layer,
+    and ``preact_<name>`` for its linear part (when an ``activation=`` split it in two)."""
+    nodes = getattr(model, "keras_nodes", None) or {}
+    groups: dict[tuple[str, int], list[str]] = {}
+    for name in name_to_layer:
+        if name in nodes:
+            groups.setdefault(tuple(nodes[name]), []).append(name)
+    found: dict[str, list[str]] = {}
+    for (keras_name, k), names in groups.items():
+        base = keras_name if k == 0 else f"{keras_name}_{k}"
+        if len(names) == 1:
+            pairs = [(base, names[0])]
+        else:
+            main = [n for n in names if f"preact_{n}" in names]
+            if len(main) != 1 or len(names) != 2:
+                continue
+            pairs = [(base, main[0]), (f"preact_{base}", f"preact_{main[0]}")]
+        for alias, name in pairs:
+            if alias != name and alias not in name_to_layer:
+                found.setdefault(alias, []).append(name)
+    return {alias: names[0] for alias, names in found.items() if len(names) == 1}
+
+
+def _one_target_name(target_layer_name, pre_activation_target_layer_name):
+    if target_layer_name is not None and pre_activation_target_layer_name is not None:
+        raise OriginalInputError("give target_layer_name or pre_activation_target_layer_name "
+                                 "(the same thing), not both")
+    return target_layer_name if target_layer_name is not None else pre_activation_target_layer_name
+
+
 # ---------------------------------------------------------------------------------------------
 # the wrappers
 
@@ -159,7 +192,8 @@ class _OriginalModel:
         self._options = rule_options or RuleOptions(max_routing="gradient", original_quirks=True)
         self._rules = resolve_nonlinear_modes(model, nonlinear_mxts_mode, layer_overrides, verbose)
         self._rule_for = rule_resolver(model, get_method("rescale"), overrides=self._rules)
-        _register(model)
+        self._aliases = _keras_name_aliases(model, self._name_to_layer)
+        register(model, self)
 
     # -- inspection -------------------------------------------------------------------------------
     @property
@@ -172,6 +206,20 @@ class _OriginalModel:
 
     def get_name_to_layer(self) -> dict[str, Layer]:
         return dict(self._name_to_layer)
+
+    def get_name_to_blob(self) -> dict[str, Layer]:
+        """Every name a layer ("blob", in the seed) answers to: our names (those of
+        :meth:`get_name_to_layer`), then the Keras names as written in the user's model (a
+        functional model's ``"dense"`` for our ``"dense_0"``, a Sequential model's ``"dense"``
+        for our ``"1"``), which every function taking a layer name accepts too."""
+        out = self.get_name_to_layer()
+        out.update((alias, self._name_to_layer[name]) for alias, name in self._aliases.items())
+        return out
+
+    def _canonical(self, name: str) -> str:
+        """A layer name as the user may write it (its Keras name, without the ``_0`` of the
+        original's functional naming) -> our name."""
+        return name if name in self._name_to_layer else self._aliases.get(name, name)
 
     def nonlinear_rules(self) -> dict[str, str]:
         """The rule of ours each activation layer uses (after resolving the genomics default)."""
@@ -205,35 +253,14 @@ class _OriginalModel:
         elif func_type != FuncType.contribs:
             raise NotImplementedError(f"func_type {func_type!r} is not implemented")
         find_names = [l.name for l in find_layers]
-        needed = [target.name, *find_names]
-        input_names = model.input_names
+        input_names = self._model.input_names
         n_inputs = len(input_names)
-        options, rule_for = self._options, self._rule_for
-        contribs = func_type == FuncType.contribs
+        quantity = "target_contribs" if func_type == FuncType.contribs else "mxts"
 
         def batch(arrays: list[np.ndarray], task_idx: int):
-            dtype, device = model.dtype, model.device
-            ts = [torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
-                  for a in arrays]
-            with torch.no_grad():
-                x_values, r_values = engine.forward_together(model, ts[:n_inputs], ts[n_inputs:],
-                                                             needed)
-                state = PassState(model, x_values, r_values, None, None, rule_for, options)
-                out = state.x(target.name)
-                if not -out.shape[-1] <= task_idx < out.shape[-1]:
-                    raise InputError(f"task_idx {task_idx} is out of range: the target layer "
-                                     f"{target.name!r} has {out.shape[-1]} units")
-                seeds = torch.zeros((1, *out.shape), dtype=out.dtype, device=out.device)
-                seeds[0, ..., task_idx] = 1
-                mults = engine.backward(model, state, target.name, seeds, find_names)
-                results = []
-                for name in find_names:
-                    m_pos, m_neg = mults[name]
-                    if contribs:
-                        v = engine.contributions(state, name, (m_pos, m_neg))
-                    else:
-                        v = m_pos if m_neg is None else 0.5 * (m_pos + m_neg)
-                    results.append(v[0].detach().cpu().numpy().astype(np.float32, copy=False))
+            results = self._compute(arrays[:n_inputs], arrays[n_inputs:],
+                                    [(name, quantity) for name in find_names], target.name,
+                                    task_idx)
             return results[0] if single else results
 
         def func(task_idx, input_data_list, batch_size, progress_update,
@@ -266,6 +293,64 @@ class _OriginalModel:
                 multimodal_output=not single)
 
         return func
+
+    def _compute(self, xs: Sequence[np.ndarray], rs: Sequence[np.ndarray] | None,
+                 requests: Sequence[tuple[str, str]], target: str | None, task_idx: int = 0,
+                 scoring_mode: str = "OneAndZeros") -> list[np.ndarray]:
+        """One pass of the engine on a batch: ``xs`` (and ``rs``) in ``model.input_names`` order;
+        ``requests`` are (layer name, quantity) pairs, quantity one of ``activation``,
+        ``reference``, ``pos_mxts``, ``neg_mxts``, ``target_contribs`` (multipliers × split
+        difference-from-reference) or ``mxts`` (½(m⁺ + m⁻)), the backward ones for unit
+        ``task_idx`` (along the last axis) of layer ``target``. Returns float32 arrays."""
+        model = self._model
+        dtype, device = model.dtype, model.device
+
+        def tensors(arrays):
+            return [torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
+                    for a in arrays]
+
+        backward = [name for name, q in requests if q not in ("activation", "reference")]
+        needed = list(dict.fromkeys([name for name, _ in requests]
+                                    + ([target] if backward else [])))
+        with torch.no_grad():
+            if rs is None:
+                x_values, r_values = model.forward_all(tensors(xs), needed), None
+            else:
+                x_values, r_values = engine.forward_together(model, tensors(xs), tensors(rs),
+                                                             needed)
+            mults = {}
+            if backward:
+                state = PassState(model, x_values, r_values, None, None, self._rule_for,
+                                  self._options)
+                out = state.x(target)
+                units = out.shape[-1]
+                if not -units <= task_idx < units:
+                    raise InputError(f"task_idx {task_idx} is out of range: the target layer "
+                                     f"{target!r} has {units} units")
+                seeds = torch.zeros((1, *out.shape), dtype=out.dtype, device=out.device)
+                if scoring_mode == "SoftmaxPreActivation":
+                    seeds -= 1.0 / units
+                seeds[0, ..., task_idx] += 1
+                mults = engine.backward(model, state, target, seeds,
+                                        list(dict.fromkeys(backward)))
+            results = []
+            for name, quantity in requests:
+                if quantity == "activation":
+                    v = x_values[name]
+                elif quantity == "reference":
+                    v = r_values[name]
+                else:
+                    m_pos, m_neg = mults[name]
+                    if quantity == "target_contribs":
+                        v = engine.contributions(state, name, (m_pos, m_neg))[0]
+                    elif quantity == "pos_mxts":
+                        v = m_pos[0]
+                    elif quantity == "neg_mxts":
+                        v = (m_pos if m_neg is None else m_neg)[0]
+                    else:
+                        v = (m_pos if m_neg is None else 0.5 * (m_pos + m_neg))[0]
+                results.append(v.detach().cpu().numpy().astype(np.float32, copy=False))
+        return results
 
     def _inputs_in_order(self, value, what: str) -> list:
         names = self._input_layer_names
@@ -326,6 +411,7 @@ class SequentialModel(_OriginalModel):
 
     def _layer(self, idx_or_name) -> Layer:
         if isinstance(idx_or_name, str):
+            idx_or_name = self._canonical(idx_or_name)
             if idx_or_name not in self._name_to_layer:
                 raise OriginalInputError(f"no layer named {idx_or_name!r}; layers: "
                                          f"{list(self._name_to_layer)}")
@@ -338,20 +424,26 @@ class SequentialModel(_OriginalModel):
         return [self._layer(find)], True
 
     def get_target_contribs_func(self, find_scores_layer_idx=0, target_layer_idx=-2, *,
-                                 find_scores_layer_name=None, target_layer_name=None) -> Callable:
+                                 find_scores_layer_name=None, target_layer_name=None,
+                                 pre_activation_target_layer_name=None) -> Callable:
         """``f(task_idx, input_data_list, batch_size, progress_update, input_references_list=None)``
         returning the contributions of the find-scores layer(s) (indices into ``get_layers()``,
         or names) to unit ``task_idx`` of the target layer (default −2: the logits before a final
-        sigmoid/softmax)."""
+        sigmoid/softmax). The graph models' keywords work too (``find_scores_layer_name=``,
+        ``pre_activation_target_layer_name=``), as the seed README uses them on whatever
+        ``convert_functional_model`` returns."""
         return self._func(find_scores_layer_idx, target_layer_idx, find_scores_layer_name,
-                          target_layer_name, FuncType.contribs)
+                          _one_target_name(target_layer_name, pre_activation_target_layer_name),
+                          FuncType.contribs)
 
     def get_target_multipliers_func(self, find_scores_layer_idx=0, target_layer_idx=-2, *,
-                                    find_scores_layer_name=None, target_layer_name=None) -> Callable:
+                                    find_scores_layer_name=None, target_layer_name=None,
+                                    pre_activation_target_layer_name=None) -> Callable:
         """Like :meth:`get_target_contribs_func`, returning the multipliers ½(m⁺ + m⁻) of Input
         find-scores layers."""
         return self._func(find_scores_layer_idx, target_layer_idx, find_scores_layer_name,
-                          target_layer_name, FuncType.multipliers)
+                          _one_target_name(target_layer_name, pre_activation_target_layer_name),
+                          FuncType.multipliers)
 
     def _func(self, find_idx, target_idx, find_name, target_name, func_type) -> Callable:
         find_layers, single = self._find_layers(find_name if find_name is not None else find_idx)
@@ -402,6 +494,7 @@ class GraphModel(_OriginalModel):
         return _visible(self._model.layers.values())
 
     def _layer(self, name: str) -> Layer:
+        name = self._canonical(name)
         if name not in self._name_to_layer:
             raise OriginalInputError(f"no layer named {name!r}; layers: {list(self._name_to_layer)}")
         return self._name_to_layer[name]

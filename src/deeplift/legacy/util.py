@@ -20,11 +20,13 @@ return a list of per-example arrays (see :mod:`deeplift.models`). New code can u
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..genomics import hypothetical_contributions
+from . import backend
+from .batching import enum, run_function_in_batches  # noqa: F401  (public here)
 
 #: |Δx| below which a nonlinearity uses its gradient at the reference (the original's ``T``)
 NEAR_ZERO_THRESHOLD = 10 ** (-7)
@@ -42,105 +44,11 @@ __all__ = [
 ]
 
 
-def enum(**enums: Any) -> type:
-    """A class whose attributes are the given constants, plus ``vals`` (the values, in the given
-    order) and ``the_dict`` (the keyword dict): ``enum(a="a", b="b").vals == ["a", "b"]``.
-    Callables become static methods."""
-    attrs: dict[str, Any] = {}
-    for key, value in enums.items():
-        attrs[key] = staticmethod(value) if callable(value) else value
-    attrs["vals"] = list(enums.values())
-    attrs["the_dict"] = dict(enums)
-    return type("Enum", (object,), attrs)
-
-
-# ---------------------------------------------------------------------------------------------
-# running functions
-
-
-def run_function_in_batches(func: Callable, input_data_list: Sequence, learning_phase=None,
-                            batch_size: int = 10, progress_update: int | None = 1000,
-                            multimodal_output: bool = False) -> list:
-    """Call ``func([x[i:i+batch_size] for x in input_data_list])`` for i = 0, batch_size, ...
-    and concatenate the per-example results into a Python list.
-
-    ``input_data_list`` is a list with one array per input (first axis = examples). Prints
-    ``Done i`` before a batch whose start ``i`` is a multiple of ``progress_update`` (None: never).
-    With ``multimodal_output`` the function returns one array per output and the result is a list
-    of lists (one per output). ``learning_phase``, if given, is appended to every call's inputs.
-    """
-    if not isinstance(input_data_list, (list, tuple)):
-        raise TypeError(f"input_data_list must be a list with one array per input, got "
-                        f"{type(input_data_list).__name__}")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    n = len(input_data_list[0])
-    outputs: list = []
-    i = 0
-    while i < n:
-        if progress_update is not None and i % progress_update == 0:
-            print("Done", i)
-        args = [x[i:i + batch_size] for x in input_data_list]
-        if learning_phase is not None:
-            args.append(learning_phase)
-        batch_out = func(args)
-        if multimodal_output:
-            if not outputs:
-                outputs = [[] for _ in batch_out]
-            for acc, out in zip(outputs, batch_out):
-                acc.extend(out)
-        else:
-            outputs.extend(batch_out)
-        i += batch_size
-    return outputs
-
-
 def compile_func(inputs, outputs) -> Callable:
-    """A function ``f(list_of_arrays)`` computing the forward values of ``outputs``.
-
-    The original compiled TensorFlow placeholders; here ``inputs`` are input layers (or the
-    handles ``layer.get_activation_vars()`` returns, or layer names of one model) and ``outputs``
-    a layer/handle or a list of them. A single input is wrapped in a list (with a note, as the
-    original did). The function returns one array, or a list of arrays for a list of outputs.
-    """
-    import torch
-
-    from .handles import activation_handle
-
-    if not isinstance(inputs, (list, tuple)):
-        print("Wrapping the inputs in a list...")
-        inputs = [inputs]
-    single = not isinstance(outputs, (list, tuple))
-    outs = [outputs] if single else list(outputs)
-    in_handles = [activation_handle(i) for i in inputs]
-    out_handles = [activation_handle(o) for o in outs]
-    model = next((h.model for h in in_handles + out_handles if h.model is not None), None)
-    if model is None:
-        from ..graph import Model
-
-        model = Model.from_output_layers([h.layer for h in out_handles],
-                                         inputs=[h.name for h in in_handles])
-    in_names = [h.name for h in in_handles]
-    if set(in_names) != set(model.input_names):
-        missing = [n for n in model.input_names if n not in in_names]
-        raise ValueError(f"compile_func: the inputs {in_names} do not cover the model's input "
-                         f"layers (missing {missing})")
-    order = [in_names.index(n) for n in model.input_names]
-    out_names = [h.name for h in out_handles]
-
-    def func(arrays):
-        if not isinstance(arrays, (list, tuple)):
-            arrays = [arrays]
-        if len(arrays) != len(in_names):
-            raise ValueError(f"expected {len(in_names)} input arrays, got {len(arrays)}")
-        tensors = [torch.as_tensor(np.asarray(arrays[k], dtype=np.float32)).to(model.dtype)
-                   for k in order]
-        with torch.no_grad():
-            values = model.forward_all(tensors, out_names)
-        results = [values[n].detach().cpu().numpy() for n in out_names]
-        return results[0] if single else results
-
-    return func
+    """``deeplift.backend.function(inputs, outputs)`` (as in the original): a function
+    ``f(list_of_arrays)`` of the input layers' arrays (then their references) computing the
+    outputs' values (one array, or a list for a list of outputs)."""
+    return backend.function(inputs, outputs)
 
 
 # ---------------------------------------------------------------------------------------------
