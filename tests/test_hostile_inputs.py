@@ -606,6 +606,15 @@ def test_out_naming_an_input_of_the_run_is_refused(files, run, what) -> None:
     assert_refused(run, d, argv, "of this run")
 
 
+def test_genome_out_naming_the_model_is_refused(files, run) -> None:
+    d = files["dir"]
+    (d / "model.h5").write_bytes((d / "good.keras").read_bytes())
+    (d / "g.fa").write_text(">chr1\n" + "ACGT" * 50 + "\n")
+    (d / "r.bed").write_text("chr1\t10\t30\n")
+    assert_refused(run, d, ["score", "model.h5", "--genome", "g.fa", "--regions", "r.bed", "--width", str(L),
+                            "--out", "model.h5"], "is the model model.h5 of this run")
+
+
 def test_out_on_a_special_file_system_is_refused(files, run) -> None:
     if cli_output._file_system_type(Path("/proc")) != "proc":
         pytest.skip("no /proc mount here")
