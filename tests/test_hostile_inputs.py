@@ -517,7 +517,7 @@ def test_pickled_weights_are_refused_without_running(files, run) -> None:
     torch.save({"body.0.weight": Payload(marker)}, d / "evil_state.pt")
     line = assert_refused(run, d, ["score", "hostile_models:Net", "x.npy", "--weights", "evil_state.pt"],
                           "holds objects other than tensors", marker)
-    assert "weights_only" not in line.lower() or len(line) < 400
+    assert len(line) < 300 and "GLOBAL io.open" not in line  # not 700 characters of torch advice
 
 
 def test_binary_fasta_is_refused(files, run) -> None:

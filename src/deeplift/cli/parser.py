@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         status, message = _error_line(exc)
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        print(f"{PROG}: error: {_printable(message, sys.stderr)}", file=sys.stderr)
         return status
 
 
@@ -148,6 +148,12 @@ def _error_line(exc: Exception) -> tuple[int, str]:
         return 2, "a file is nested too deeply to read; check the input files"
     return 1, (f"unexpected {type(exc).__name__}: {_text(exc)[:300]}; rerun with --debug to see the "
                "traceback, and please report it")
+
+
+def _printable(text: str, stream: Any) -> str:
+    """Text a damaged file put into a message (e.g. undecodable names) escaped, not a crash."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
 
 
 def _out_of_memory(exc: BaseException) -> bool:
