@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import Any, Sequence
@@ -103,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # a process of our own: keep freed memory for reuse (see deeplift.allocator)
         from ..allocator import keep_freed_memory
         keep_freed_memory()
+        for stream in (sys.stdout, sys.stderr):  # names from a damaged file print escaped
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
+    console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     if not debug:
@@ -120,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated as exc:
         print(f"{PROG}: terminated by signal {exc.signum}", file=sys.stderr)
         return 128 + exc.signum
+    except BrokenPipeError:  # whoever read our output stopped (e.g. `| head`): not an error of ours
+        if console:  # as the Python docs advise, so that the exit-time flush stays quiet
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # noqa: BLE001 - every error becomes one line unless --debug
         if debug:
             raise
