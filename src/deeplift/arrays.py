@@ -203,7 +203,9 @@ def _accepts_seed(fn: Callable) -> bool:
 
 
 def to_user(t: Tensor, to_numpy: bool, device: torch.device | None):
-    if to_numpy:
+    if to_numpy:  # NumPy has no bfloat16/float8: such scores come back as float32
+        if t.dtype == torch.bfloat16 or t.is_floating_point() and t.element_size() < 2:
+            t = t.float()
         return t.detach().cpu().numpy()
     return t.detach().to(device) if device is not None else t.detach()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import os
 import sys
+import zlib
 from typing import Any, Callable, Iterable, Union
 
 import numpy as np
@@ -318,7 +319,7 @@ def read_fasta(path: str | os.PathLike) -> tuple[list[str], list[str]]:
                     current.append("".join(line.split()))
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not a text FASTA file ({exc})") from exc
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
         raise InputError(f"{path}: cannot be read as FASTA ({exc})") from exc

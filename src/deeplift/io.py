@@ -8,6 +8,7 @@ writes the two files modisco wants side by side.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import InputError
+from . import file_limits
+from .errors import InputError, ModelFormatError
 
 
 def _array(value: Any) -> np.ndarray:
@@ -33,6 +35,57 @@ def atomic_path(path: str | os.PathLike):
     return Path(tmp), path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a hidden temporary file that replaces it only once
+    complete; the temporary file is removed on any error or interruption, and the result gets
+    the permissions the umask gives a new file (not mkstemp's 0600)."""
+    tmp, final = atomic_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return final
+
+
+def encode_scores(suffix: str, scores: Any, inputs: Any = None, extra: Mapping[str, Any] | None = None,
+                  metadata: Mapping[str, Any] | None = None) -> bytes:
+    """The bytes of a scores file of format ``suffix`` (``.npz``, ``.h5`` or ``.hdf5``), built in
+    memory so that a full disk shows up as an ordinary ``OSError`` when they are written."""
+    import json
+
+    arrays = {"scores": _array(scores)}
+    if inputs is not None:
+        arrays["inputs"] = _array(inputs)
+    for k, v in (extra or {}).items():
+        arrays[k] = _array(v)
+    meta = json.dumps(dict(metadata or {}), default=str)
+    buffer = io.BytesIO()
+    suffix = suffix.lower()
+    if suffix == ".npz":
+        np.savez_compressed(buffer, arr_0=arrays["scores"], metadata_json=np.array(meta), **arrays)
+    elif suffix in (".h5", ".hdf5"):
+        import h5py
+        with h5py.File(buffer, "w") as f:
+            for k, v in arrays.items():
+                f.create_dataset(k, data=v, compression="gzip")
+            f.attrs["metadata_json"] = meta
+    else:
+        raise InputError(f"unknown output format {suffix!r}; use .npz or .h5")
+    return buffer.getvalue()
+
+
 def save_scores(path: str | os.PathLike, scores: Any, inputs: Any = None,
                 extra: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None) -> Path:
     """Write scores (and the inputs they explain) to ``.npz`` or ``.h5``/``.hdf5``.
@@ -41,33 +94,10 @@ def save_scores(path: str | os.PathLike, scores: Any, inputs: Any = None,
     ``metadata`` (JSON-able) goes to ``metadata_json``. ``.h5``: datasets of the same names and
     metadata as attributes. The file appears only once fully written.
     """
-    import json
-
     path = Path(path)
-    arrays = {"scores": _array(scores)}
-    if inputs is not None:
-        arrays["inputs"] = _array(inputs)
-    for k, v in (extra or {}).items():
-        arrays[k] = _array(v)
-    meta = json.dumps(dict(metadata or {}), default=str)
-    tmp, final = atomic_path(path)
-    try:
-        if path.suffix == ".npz":
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, arr_0=arrays["scores"], metadata_json=np.array(meta), **arrays)
-        elif path.suffix in (".h5", ".hdf5"):
-            import h5py
-            with h5py.File(tmp, "w") as f:
-                for k, v in arrays.items():
-                    f.create_dataset(k, data=v, compression="gzip")
-                f.attrs["metadata_json"] = meta
-        else:
-            raise InputError(f"unknown output format {path.suffix!r} for {path}; use .npz or .h5")
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return final
+    if path.suffix.lower() not in (".npz", ".h5", ".hdf5"):
+        raise InputError(f"unknown output format {path.suffix!r} for {path}; use .npz or .h5")
+    return write_atomic(path, encode_scores(path.suffix, scores, inputs, extra, metadata))
 
 
 def save_modisco_inputs(prefix: str | os.PathLike, onehot: Any, hypothetical_scores: Any) -> tuple[Path, Path]:
@@ -82,18 +112,14 @@ def save_modisco_inputs(prefix: str | os.PathLike, onehot: Any, hypothetical_sco
     prefix = str(prefix)
     out = []
     for suffix, a in ((".ohe.npz", onehot), (".shap.npz", hyp)):
-        tmp, final = atomic_path(prefix + suffix)
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, a)
-        os.replace(tmp, final)
-        out.append(final)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, a)
+        out.append(write_atomic(prefix + suffix, buffer.getvalue()))
     return out[0], out[1]
 
 
 def load_scores(path: str | os.PathLike) -> dict[str, Any]:
     """Read a file written by :func:`save_scores` back into a dict (``metadata`` parsed)."""
-    import json
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"scores file {path} does not exist")
@@ -110,5 +136,8 @@ def load_scores(path: str | os.PathLike) -> dict[str, Any]:
             meta = f.attrs.get("metadata_json", "{}")
     else:
         raise InputError(f"unknown scores format {path.suffix!r} for {path}; use .npz or .h5")
-    out["metadata"] = json.loads(meta)
+    try:
+        out["metadata"] = file_limits.load_json(meta, str(path), "its metadata")
+    except ModelFormatError as exc:
+        raise InputError(str(exc)) from exc
     return out

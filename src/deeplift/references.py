@@ -86,9 +86,22 @@ def shuffle(n: int = 20, seed: int = 0) -> ReferenceMaker:
     return _shuffler(genomics.shuffle_batch, "shuffle", n, seed)
 
 
+def _numpy_less_dtype(x: Any) -> Any:
+    """The dtype of a torch tensor whose floats NumPy cannot hold (bfloat16, float8), else None."""
+    dtype = getattr(x, "dtype", None)
+    name = str(dtype)
+    if not name.startswith("torch.") or not getattr(dtype, "is_floating_point", False):
+        return None
+    return None if name in ("torch.float16", "torch.float32", "torch.float64") else dtype
+
+
 def _shuffler(batch_fn: Callable[..., Any], what: str, n: int, default_seed: int) -> ReferenceMaker:
     def make(inputs: Any, seed: int | None = None) -> Any:
         x = _single_input(inputs, what)
-        return batch_fn(x, n, seed=default_seed if seed is None else seed, layout=sequence_layout(x))
+        dtype = _numpy_less_dtype(x)
+        if dtype is not None:  # e.g. torch.bfloat16: shuffle in float32 (0/1 stay exact), cast back
+            x = x.float()
+        out = batch_fn(x, n, seed=default_seed if seed is None else seed, layout=sequence_layout(x))
+        return out if dtype is None else out.to(dtype)
     make.__name__ = f"{what}(n={n}, seed={default_seed})"
     return make

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .common import CliError, _text
+from .output import check_output_path
 from .score import method_name, parse_target, resolve_target_names
 
 GENOME_OPTIONS = ("genome", "regions", "width")
@@ -96,6 +97,10 @@ def cmd_genome_score(args: argparse.Namespace) -> int:
     opts = _check_options(args)
     say = (lambda *a: None) if args.quiet else print
     specs = [s for s in [args.model, args.inputs, *args.more_models] if s is not None]
+    reads = [("model", s) for s in specs] + [("genome", args.genome), ("regions", args.regions)]
+    for option, path in (("--out", opts["out"]), ("--bigwig", args.bigwig)):
+        if path is not None:
+            check_output_path(Path(path), option, reads)
     job, task_names, model_ids = _load_job(args, specs, opts)
     fingerprint = _fingerprint(args, opts, model_ids, job)
     metadata = {"models": specs or ["bundled example"], "method": job.method, "targets": job.targets,

@@ -41,16 +41,34 @@ def read_array_file(path: Path, what: str, names: Sequence[str] | None = None) -
                 return _pick_array({k: z[k] for k in z.files}, path, what, names)
         if suffix in (".h5", ".hdf5"):
             import h5py
+
+            from .hdf5_probe import probe_hdf5
+            probe_hdf5(path, f"{what} {path}")
             with h5py.File(path, "r") as f:
-                arrays = {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+                arrays = {k: _h5_array(f[k], path, what) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
             return _pick_array(arrays, path, what, names)
     except CliError:
         raise
+    except MemoryError as exc:
+        raise CliError(f"{what} {path} is too large to load into memory",
+                       "split it into several files of fewer examples") from exc
     except Exception as exc:  # noqa: BLE001 - corrupt files, pickled arrays, not HDF5, ...
         raise CliError(f"cannot read {what} {path}: {_text(exc)}",
                        "write it with numpy.save / numpy.savez or h5py (numeric arrays, no pickles)") from exc
     raise CliError(f"cannot tell the format of {what} {path} from its suffix {path.suffix!r}",
                    "use .npy, .npz, .h5 or FASTA (.fa/.fasta/.fna, optionally .gz)")
+
+
+def _h5_array(dataset: Any, path: Path, what: str) -> np.ndarray:
+    """A dataset's values, once its declared size is known to be backed by the file's bytes."""
+    from .. import file_limits
+    from ..errors import ModelFormatError
+    try:
+        file_limits.check_array_size(dataset.shape, dataset.dtype.itemsize, dataset.id.get_storage_size(),
+                                     str(path), f"dataset {dataset.name!r}")
+    except ModelFormatError as exc:
+        raise CliError(f"{what} {_text(exc)}", "give a complete file of the size it declares") from exc
+    return dataset[()]
 
 
 def _pick_array(arrays: dict, path: Path, what: str, names: Sequence[str] | None) -> Any:
@@ -116,7 +134,14 @@ def read_inputs(spec: str, source: Source) -> Inputs:
     names = source.model.input_names if source.model is not None else _forward_arg_names(source.module)
     data = read_array_file(path, "inputs", names)
     n = _check_batch(data, path)
-    return Inputs(data, spec, n)
+    return Inputs(_as_float(data), spec, n)
+
+
+def _as_float(data: Any) -> Any:
+    """Integer and boolean arrays (e.g. uint8 one-hot) as float32: models compute in floats."""
+    if isinstance(data, dict):
+        return {k: _as_float(v) for k, v in data.items()}
+    return data.astype(np.float32) if data.dtype.kind in "biu" else data
 
 
 def _read_fasta_for(path: Path, source: Source) -> Inputs:
@@ -154,6 +179,10 @@ def _check_batch(data: Any, path: Path) -> int:
     for a in arrays:
         if a.ndim == 0:
             raise CliError(f"inputs {path} hold a scalar", "store a batch of examples (N, ...)")
+        if a.dtype.kind == "c":
+            raise CliError(f"inputs {path} have the complex dtype {a.dtype}, which no attribution "
+                           "method here supports", "store real numbers (e.g. the real part, or real "
+                           "and imaginary parts as two channels)")
         if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
             raise CliError(f"inputs {path} have dtype {a.dtype}", "store numbers (one-hot DNA, pixels, ...)")
         ns.add(a.shape[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import Any, Sequence
@@ -10,6 +11,7 @@ from typing import Any, Sequence
 from .check import cmd_check
 from .common import CliError, _fix, _problem, _text
 from .genome import add_genome_options, add_merge_parser, with_genome
+from .output import Terminated, signals_as_exceptions
 from .plot import cmd_plot
 from ..methods import METHODS
 from .score import REFERENCE_KINDS, cmd_score
@@ -102,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # a process of our own: keep freed memory for reuse (see deeplift.allocator)
         from ..allocator import keep_freed_memory
         keep_freed_memory()
+        for stream in (sys.stdout, sys.stderr):  # names from a damaged file print escaped
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
+    console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     if not debug:
@@ -111,15 +117,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command is None:
             raise CliError("no command given", "run 'deeplift score' (the bundled example), or see 'deeplift --help'")
-        return int(args.handler(args))
+        with signals_as_exceptions():
+            return int(args.handler(args))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"{PROG}: terminated by signal {exc.signum}", file=sys.stderr)
+        return 128 + exc.signum
+    except BrokenPipeError:  # whoever read our output stopped (e.g. `| head`): not an error of ours
+        if console:  # as the Python docs advise, so that the exit-time flush stays quiet
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # noqa: BLE001 - every error becomes one line unless --debug
         if debug:
             raise
         status, message = _error_line(exc)
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        print(f"{PROG}: error: {_printable(message, sys.stderr)}", file=sys.stderr)
         return status
 
 
@@ -133,11 +147,31 @@ def _error_line(exc: Exception) -> tuple[int, str]:
         return 2, f"{exc.filename or _text(exc)} does not exist; check the path"
     if isinstance(exc, PermissionError):
         return 2, f"permission denied: {exc.filename or _text(exc)}; choose a path you can write to"
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return 2, "out of memory; lower --batch-size or --n-references"
+    if _out_of_memory(exc):
+        return 2, "out of memory; lower --batch-size (or --n-references / --steps)"
+    if isinstance(exc, OSError):
+        from .output import os_error_reason
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return 2, f"file system error{where}: {os_error_reason(exc)}; check the paths and free space"
+    if isinstance(exc, RecursionError):
+        return 2, "a file is nested too deeply to read; check the input files"
     return 1, (f"unexpected {type(exc).__name__}: {_text(exc)[:300]}; rerun with --debug to see the "
                "traceback, and please report it")
 
+
+def _printable(text: str, stream: Any) -> str:
+    """Text a damaged file put into a message (e.g. undecodable names) escaped, not a crash."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, torch's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text
+                                              or "DefaultCPUAllocator" in text)
 
 
 def _version() -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import warnings
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from .common import CliError, _shape, _text
+from .hdf5_probe import probe_hdf5
+from .output import check_output_path, write_output
 from .score import OUT_SUFFIXES
 from .sources import BUNDLED
 
@@ -27,6 +28,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.window < 1:
         raise CliError(f"--window must be at least 1, got {args.window}", "e.g. --window 100")
     _require_matplotlib()
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        probe_hdf5(path, f"scores file {path}")
     try:
         saved = load_scores(path)
     except Exception as exc:  # noqa: BLE001 - corrupt or foreign files
@@ -34,12 +37,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if "inputs" not in saved:
         raise CliError(f"{path} holds no inputs", "plot needs the inputs saved next to the scores by 'deeplift score'")
     scores, x, meta = np.asarray(saved["scores"]), np.asarray(saved["inputs"]), saved["metadata"]
+    _check_contents(path, scores, x, meta)
     scores, label = _pick_target(scores, x, meta, args.target)
     examples = _parse_examples(args.examples, len(x))
     kind = _plot_kind(x)
     out_dir = Path(args.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CliError(f"--out-dir {out_dir} is a file", "give a directory name")
+    check_output_path(out_dir / f".{path.stem}.png", "--out-dir", [("scores file", path)])
     for i in examples:
         out = out_dir / f"{path.stem}_example{i}_{_safe(label)}.png"
         if kind == "logo":
@@ -48,6 +53,30 @@ def cmd_plot(args: argparse.Namespace) -> int:
             _write_heatmap(out, scores[i], x[i], kind, i, label)
         print(f"wrote {out}")
     return 0
+
+
+def _check_contents(path: Path, scores: np.ndarray, x: np.ndarray, meta: Any) -> None:
+    """Scores and inputs that do not belong together are refused, not drawn."""
+    if not isinstance(meta, dict):
+        raise CliError(f"{path}: its metadata is a {type(meta).__name__}, not a mapping",
+                       "give a file written by 'deeplift score'")
+    for name, a in (("scores", scores), ("inputs", x)):
+        if a.ndim < 2 or not np.issubdtype(a.dtype, np.number):
+            raise CliError(f"{path}: its {name} are {a.dtype} of shape {_shape(a.shape)}, not a batch "
+                           "of numbers (N, ...)", "give a file written by 'deeplift score'")
+    for key, kind in (("targets", int), ("task_names", str)):
+        value = meta.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, kind) for v in value)):
+            raise CliError(f"{path}: its metadata field {key!r} is not a list of {kind.__name__}",
+                           "give a file written by 'deeplift score'")
+    if len(x) == 0 or len(scores) == 0:
+        raise CliError(f"{path} holds no examples", "score at least one example, then plot")
+    with_axis = meta.get("target_axis", scores.ndim == x.ndim + 1)
+    per_example = scores.shape[2:] if with_axis and scores.ndim == x.ndim + 1 else scores.shape[1:]
+    if len(scores) != len(x) or tuple(per_example) != tuple(x.shape[1:]):
+        raise CliError(f"{path}: scores {_shape(scores.shape)} and inputs {_shape(x.shape)} disagree "
+                       "in shape", "give a file written by 'deeplift score' (scores (N[, T], ...) for "
+                       "inputs (N, ...))")
 
 
 def _pick_target(scores: np.ndarray, x: np.ndarray, meta: dict, wanted: str | None) -> tuple[np.ndarray, str]:
@@ -162,17 +191,13 @@ def _write_heatmap(out: Path, scores: np.ndarray, image: np.ndarray, kind: str, 
 
 
 def _save_figure(fig: Any, out: Path) -> None:
-    from ..io import atomic_path
-    tmp, final = atomic_path(out)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fig.tight_layout()
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    import io
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_output(out, "--out-dir", buffer.getvalue())
 
 
 def _safe(label: str) -> str:

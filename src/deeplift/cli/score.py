@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .common import CliError, _fix, _problem, _shape, _text
+from .output import check_free_space, check_output_path, expected_size, write_output
 from .inputs import Inputs, check_input_shapes, onehot_layout, read_array_file, read_inputs
 from ..plan import default_target_layer
 from .sources import Source, convert_source, load_source
@@ -148,6 +149,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                        "give an inputs file after the model, or neither to run the bundled example")
     bundled = args.model is None
     opts = score_options(args, bundled)
+    replacing = check_output_path(opts.out, "--out", _files_read(args, opts))
     source = load_source(args.model, args.weights)
     inputs = _bundled_inputs() if bundled else read_inputs(args.inputs, source)
     model = convert_source(source, inputs.data)
@@ -160,6 +162,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     tasks = source.task_names if layer == default_target_layer(model) else None  # names of the logits
     say = (lambda *a: None) if args.quiet else print
     _describe_run(say, source, model, inputs, opts, plan.target.indices, tasks, args.seed)
+    arrays = inputs.data.values() if isinstance(inputs.data, dict) else [inputs.data]
+    check_free_space(opts.out, "--out", expected_size(arrays, len(plan.target.indices), model.dtype.itemsize))
     scores, delta, seconds = run_plan(plan)
     meta = _metadata(source, model, inputs, opts, args, plan.target.indices, layer, tasks, delta)
     _save(opts.out, scores, inputs, model, meta)
@@ -168,8 +172,16 @@ def cmd_score(args: argparse.Namespace) -> int:
         for line in motif_auroc_lines(_first(scores), inputs.data, plan.target.indices, tasks,
                                       args.hypothetical):
             print(line)
-    print(_summary(inputs, seconds, meta["max_abs_delta"]))
+    print(_summary(inputs, seconds, meta["max_abs_delta"])
+          + (f"; replaced the existing {opts.out}" if replacing else ""))
     return 0
+
+
+def _files_read(args: argparse.Namespace, opts: ScoreOptions) -> list[tuple[str, Any]]:
+    """The files this run reads, which --out must never overwrite."""
+    refs = None if opts.references in REFERENCE_KINDS else opts.references
+    return [("model", args.model), ("inputs", args.inputs), ("references", refs),
+            ("weights", args.weights)]
 
 
 def _bundled_inputs() -> Inputs:
@@ -258,7 +270,7 @@ def _metadata(source: Source, model: Any, inputs: Inputs, opts: ScoreOptions, ar
 
 
 def _save(out: Path, scores: Any, inputs: Inputs, model: Any, meta: dict) -> None:
-    from ..io import save_scores
+    from ..io import encode_scores
     extra: dict[str, Any] = {}
     if isinstance(scores, tuple):  # several input layers: one scores/inputs array per input
         for name, s in zip(model.input_names, scores):
@@ -268,7 +280,8 @@ def _save(out: Path, scores: Any, inputs: Inputs, model: Any, meta: dict) -> Non
         names = np.array(inputs.record_names)
         extra["names"] = names.astype("S") if out.suffix.lower() != ".npz" else names
     first_inputs = inputs.data[model.input_names[0]] if isinstance(inputs.data, dict) else inputs.data
-    save_scores(out, _first(scores), first_inputs, extra=extra, metadata=meta)
+    write_output(out, "--out", encode_scores(out.suffix, _first(scores), first_inputs, extra=extra,
+                                             metadata=meta))
 
 
 def _first(scores: Any) -> Any:

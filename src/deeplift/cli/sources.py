@@ -55,11 +55,18 @@ def load_source(spec: str | None, weights: str | None) -> Source:
     if not path.exists():
         raise CliError(f"model file {spec} does not exist", f"check the path (MODEL is {MODEL_FORMATS})")
     suffix = path.suffix.lower()
-    if suffix in KERAS_SUFFIXES:
-        return Source(spec, "keras", model=_load_keras(path))
-    if suffix == ".pt2":
-        program, model = _load_exported(path)
-        return Source(spec, "torch.export", model=model, program=program)
+    try:
+        if suffix in KERAS_SUFFIXES:
+            return Source(spec, "keras", model=_load_keras(path))
+        if suffix == ".pt2":
+            program, model = _load_exported(path)
+            return Source(spec, "torch.export", model=model, program=program)
+    except (MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "alloc" not in str(exc) and "memory" not in str(exc):
+            raise
+        raise CliError(f"model {spec} is too large to load: the memory ran out while reading it",
+                       "check that the file is a model of a sensible size, or use a machine with "
+                       "more memory") from exc
     if suffix in (".pt", ".pth", ".ckpt", ".bin"):
         raise CliError(f"{spec} is a PyTorch state dict or pickle, which holds no architecture",
                        "pass the module as package.module:object with --weights "
@@ -71,6 +78,7 @@ def load_source(spec: str | None, weights: str | None) -> Source:
 def _load_keras(path: Path) -> Any:
     import deeplift
     from ..errors import ModelFormatError, UnsupportedLayerError
+    _probe_keras_hdf5(path)
     try:
         return deeplift.load(str(path))
     except UnsupportedLayerError as exc:
@@ -81,20 +89,43 @@ def _load_keras(path: Path) -> Any:
                        "(saved with model.save, not save_weights)") from exc
 
 
-def _load_exported(path: Path) -> tuple[Any, Any]:
-    import torch
-    from ..frontends.torch import convert_exported
-    from ..errors import UnsupportedLayerError
-    fix = "save the model with torch.export.save(torch.export.export(module.eval(), (x,)), 'model.pt2')"
-    if not zipfile.is_zipfile(path):
-        raise CliError(f"model {path} is not a torch.export archive (not a zip file)", fix)
-    with _quiet_logger("torch.export") as logged:  # torch logs the real reason, then raises
+def _probe_keras_hdf5(path: Path) -> None:
+    """The HDF5 part of a Keras file (the file, or a .keras archive's weights) read in a child
+    process first, so a damaged one cannot hang or crash this one."""
+    from .. import file_limits
+    from .hdf5_probe import probe_hdf5
+    if path.is_dir():
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head == b"\x89HDF\r\n\x1a\n":
+        probe_hdf5(path, f"model {path}")
+    elif head[:2] == b"PK":
         try:
-            program = torch.export.load(str(path))
-        except Exception as exc:  # noqa: BLE001 - any failure here means "not a loadable archive"
-            cause = logged[-1] if logged else exc
-            raise CliError(f"model {path} does not load as a torch.export archive: "
-                           f"{type(cause).__name__}: {_text(cause)[:300]}", fix) from exc
+            with zipfile.ZipFile(path) as zf:
+                file_limits.check_zip(zf, str(path))
+                weights = file_limits.read_member(zf, "model.weights.h5", str(path))
+        except Exception:  # noqa: BLE001 - the real reader reports a damaged archive in its words
+            return
+        probe_hdf5(weights, f"model {path}")
+
+
+def _load_exported(path: Path) -> tuple[Any, Any]:
+    from ..errors import ModelFormatError, UnsupportedLayerError
+    from ..frontends.torch import convert_exported
+    from ..frontends.torch_archive import load_exported
+    fix = "save the model with torch.export.save(torch.export.export(module.eval(), (x,)), 'model.pt2')"
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:  # e.g. a damaged end record that claims several disks
+        is_zip = False
+    if not is_zip:
+        raise CliError(f"model {path} is not a torch.export archive (not a zip file)", fix)
+    with _quiet_logger("torch.export"), _quiet_logger("torch._export"):
+        try:
+            program = load_exported(path)
+        except ModelFormatError as exc:
+            raise CliError(f"model {_text(exc)}", fix) from exc
     try:
         return program, convert_exported(program)
     except UnsupportedLayerError as exc:
@@ -165,7 +196,7 @@ def _load_weights(module: Any, path: Path) -> None:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt file, or a pickle that is not plain tensors
-        raise CliError(f"cannot read weights {path}: {_text(exc)}",
+        raise CliError(f"cannot read weights {path}: {_weights_problem(exc)}",
                        "save them with torch.save(module.state_dict(), path)") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -177,6 +208,17 @@ def _load_weights(module: Any, path: Path) -> None:
     except Exception as exc:  # noqa: BLE001 - missing/unexpected keys, shape mismatches
         raise CliError(f"weights {path} do not fit {type(module).__name__}: {_text(exc)[:300]}",
                        "check that the state dict was saved from this module class") from exc
+
+
+def _weights_problem(exc: Exception) -> str:
+    """torch's long weights-only message cut to what matters (no ANSI escapes, no advice to unpickle)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", _text(exc))
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if "Weights only load failed" in text or found:
+        what = f" (it refers to {found.group(1)})" if found else ""
+        return ("it holds objects other than tensors, which deeplift never unpickles (--weights is "
+                f"read with torch.load(weights_only=True)){what}")
+    return text[:200]
 
 
 def _unsupported(spec: Any, exc: Exception) -> CliError:

@@ -44,6 +44,8 @@ import h5py
 import numpy as np
 
 from deeplift.errors import ModelFormatError
+from deeplift import file_limits
+from deeplift.frontends.keras_fields import check_layer_fields
 
 TensorRef = tuple[str, int, int]
 
@@ -85,7 +87,7 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _MODEL_CLASSES = {"Sequential", "Functional", "Model"}
 _FILE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError,
-                UnicodeDecodeError)
+                UnicodeDecodeError, NotImplementedError)
 _NO_WEIGHT_CLASSES = {
     "InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
     "GaussianNoise", "GaussianDropout", "AlphaDropout", "Flatten", "Reshape", "Permute",
@@ -178,7 +180,7 @@ def _guard(path: Path, read: Any) -> KerasModel:
         raise
     except _FILE_ERRORS as exc:
         raise ModelFormatError(f"{path}: corrupt or truncated file ({exc})") from exc
-    except (KeyError, ValueError) as exc:  # h5py signals unreadable objects with these
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:  # how h5py signals damaged objects
         raise ModelFormatError(f"{path}: corrupt or unreadable model file ({exc!r})") from exc
 
 
@@ -192,10 +194,7 @@ def _decode(value: Any) -> str | None:
 
 
 def _load_json(text: str | bytes, source: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"{source}: {what} is not valid JSON ({exc})") from exc
+    return file_limits.load_json(text, source, what)
 
 
 # --------------------------------------------------------------------------- Keras 2 / legacy .h5
@@ -253,8 +252,17 @@ def _h5_group_weights(group: h5py.Group, source: str, layer: str) -> dict[str, n
             raise ModelFormatError(
                 f"{source}: weights of layer '{layer}' are missing: dataset '{wname}' listed in "
                 "weight_names is not in the file")
-        stored[wname] = np.asarray(group[wname])
+        stored[wname] = _read_dataset(group[wname], source, f"weight '{wname}' of layer '{layer}'")
     return stored
+
+
+def _read_dataset(dataset: Any, source: str, what: str) -> np.ndarray:
+    """A dataset's array, after checking its declared size against the bytes the file holds."""
+    if not isinstance(dataset, h5py.Dataset):
+        raise ModelFormatError(f"{source}: {what} is not an array (an HDF5 {type(dataset).__name__})")
+    file_limits.check_array_size(dataset.shape, dataset.dtype.itemsize,
+                                 dataset.id.get_storage_size(), source, what)
+    return np.asarray(dataset)
 
 
 def _h5_str_list(group: h5py.Group, attr: str) -> list[str] | None:
@@ -287,14 +295,27 @@ def _descendants(entry: dict, prefix: str) -> Iterator[tuple[str, str]]:
 def _read_keras_archive(path: Path) -> KerasModel:
     """Keras 3 zip: ``config.json``, ``metadata.json`` and the ``model.weights.h5`` store."""
     with zipfile.ZipFile(path) as zf:
+        file_limits.check_zip(zf, str(path))
         names = set(zf.namelist())
-        return _read_keras_parts(str(path), lambda m: zf.read(m) if m in names else None)
+
+        def member(name: str) -> bytes | None:
+            limit = file_limits.MAX_JSON_BYTES if name.endswith(".json") else file_limits.MAX_MEMBER_BYTES
+            return file_limits.read_member(zf, name, str(path), limit) if name in names else None
+        return _read_keras_parts(str(path), member)
 
 
 def _read_keras_dir(path: Path) -> KerasModel:
     """The same layout unzipped into a directory (Keras writes that for directory targets)."""
-    return _read_keras_parts(
-        str(path), lambda m: (path / m).read_bytes() if (path / m).is_file() else None)
+    def member(name: str) -> bytes | None:
+        file = path / name
+        if not file.is_file():
+            return None
+        limit = file_limits.MAX_JSON_BYTES if name.endswith(".json") else file_limits.MAX_MEMBER_BYTES
+        if file.stat().st_size > limit:
+            raise ModelFormatError(f"{path}: {name} is {file.stat().st_size} bytes, more than the "
+                                   f"limit of {limit}")
+        return file.read_bytes()
+    return _read_keras_parts(str(path), member)
 
 
 def _read_keras_parts(source: str, member: Callable[[str], bytes | None]) -> KerasModel:
@@ -361,18 +382,19 @@ def _keras3_collect(model: dict, group: h5py.Group, prefix: str,
         for group_path in _RECURRENT_VAR_GROUPS.get(_entry_class(entry), ("vars",)):
             vars_group = child.get(group_path)
             arrays += [] if vars_group is None else [
-                _read_var(vars_group[str(i)]) for i in range(len(vars_group))]
+                _read_var(vars_group[str(i)], source, prefix + name) for i in range(len(vars_group))]
         names = _keras3_var_names(entry, len(arrays), source, prefix + name)
         out[prefix + name] = dict(zip(names, arrays))
         if _entry_class(entry) == "MultiHeadAttention":  # its projections are sub-layers
-            out[prefix + name].update(_sublayer_vars(child, _MHA_SUBLAYERS))
+            out[prefix + name].update(_sublayer_vars(child, _MHA_SUBLAYERS, source, prefix + name))
 
 
 #: MultiHeadAttention's sub-layers, in the order its variables are created
 _MHA_SUBLAYERS = ("query_dense", "key_dense", "value_dense", "output_dense")
 
 
-def _sublayer_vars(group: h5py.Group, sublayers: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _sublayer_vars(group: h5py.Group, sublayers: tuple[str, ...], source: str, layer: str
+                   ) -> dict[str, np.ndarray]:
     """``{"query_dense/kernel": ..., "query_dense/bias": ...}`` from a layer's sub-layer groups."""
     out = {}
     for sub in sublayers:
@@ -380,7 +402,7 @@ def _sublayer_vars(group: h5py.Group, sublayers: tuple[str, ...]) -> dict[str, n
         if vars_group is None:
             continue
         for i, key in zip(range(len(vars_group)), ("kernel", "bias")):
-            out[f"{sub}/{key}"] = _read_var(vars_group[str(i)])
+            out[f"{sub}/{key}"] = _read_var(vars_group[str(i)], source, layer)
     return out
 
 
@@ -391,9 +413,9 @@ _RECURRENT_VAR_GROUPS = {
 }
 
 
-def _read_var(dataset: h5py.Dataset) -> np.ndarray:
+def _read_var(dataset: h5py.Dataset, source: str, layer: str) -> np.ndarray:
     """Read one variable; Keras 3 marks bfloat16 (stored as raw 16-bit words) by an attribute."""
-    array = np.asarray(dataset)
+    array = _read_dataset(dataset, source, f"variable {dataset.name.rsplit('/', 1)[-1]} of layer '{layer}'")
     if _decode(dataset.attrs.get("dtype")) == "bfloat16" and array.dtype.itemsize == 2:
         array = (array.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     return array
@@ -687,8 +709,9 @@ def _build_graph(model: dict, prefix: str, source: str) -> _Graph:
         nodes = [[resolve(r, "inbound") for r in node] for node in entry.inbound]
         if entry.class_name == "InputLayer":
             nodes = [[]]
-        layers.append(KerasLayer(prefix + entry.name, entry.class_name,
-                                 _normalise_config(entry.class_name, entry.config), {}, nodes))
+        config = _normalise_config(entry.class_name, entry.config)
+        check_layer_fields(entry.class_name, config, source, prefix + entry.name)
+        layers.append(KerasLayer(prefix + entry.name, entry.class_name, config, {}, nodes))
     return _Graph(layers, [resolve(r, "io") for r in inputs], [resolve(r, "io") for r in outputs])
 
 

@@ -1529,7 +1529,9 @@ def _convert_cached(module: torch.nn.Module, inputs: Any, unknown_ops: str) -> M
 
 
 def convert_exported(ep: torch.export.ExportedProgram) -> Model:
-    """Build a Model from a ``torch.export`` program, e.g. ``torch.export.load("model.pt2")``.
+    """Build a Model from a ``torch.export`` program, e.g. ``load_exported("model.pt2")`` (from
+    :mod:`deeplift.frontends.torch_archive`, which unlike ``torch.export.load`` runs no code
+    stored in the archive).
 
     The program should be exported in eval mode without ``run_decompositions()`` (decomposed
     programs hide nonlinearities such as softplus from their rules).
