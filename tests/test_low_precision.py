@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -27,8 +27,7 @@ Layer indices (``find_scores_layer_idx``, ``target_layer_idx``) count the layers
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
