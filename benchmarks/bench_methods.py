@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from typing import Callable
 
 import torch
@@ -172,6 +173,7 @@ def sync(device: str) -> None:
 
 def time_rows(calls: dict, rounds: int, device: str) -> dict[str, tuple[float, float, float]]:
     """name -> (median seconds, median ratio to the baseline, spread of the ratio)."""
+    warnings.simplefilter("ignore")  # the peers warn on every call (hooks, convergence deltas)
     for fn, _ in calls.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {k: [] for k in calls}
