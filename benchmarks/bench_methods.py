@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -192,23 +191,35 @@ def time_rows(calls: dict, rounds: int, device: str) -> dict[str, tuple[float, f
     return out
 
 
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def memory_child(kind: str, row: str, batch: int, device: str, threads: int) -> None:
-    """Run one row once after a warm-up of the baseline; print the rise of the peak (MB)."""
+    """Run one row once in this fresh process; print how far memory rose above what the process
+    held just before the call (MB): the resident set's high-water mark, reset right before the
+    call (Linux ``clear_refs``), or on CUDA the allocator's peak."""
     torch.set_num_threads(threads)
+    warnings.simplefilter("ignore")
     module, x, ref = make_case(kind, batch, device)
     calls = rows(kind, module, x, ref, peers=True)
-    autograd_gradient(module, x)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak resident set size to the current one
+        before = _status_kb("VmRSS") * 1024
     calls[row][0]()
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = _status_kb("VmHWM") * 1024
     print(json.dumps({"rise_mb": max(peak - before, 0) / 2 ** 20}))
 
 
@@ -255,6 +266,7 @@ def main() -> None:
     parser.add_argument("--models", default="bpnet,vgg,image")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory column")
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "ROW"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -271,7 +283,8 @@ def main() -> None:
     for kind in args.models.split(","):
         module, x, ref = make_case(kind, args.batch, args.device)
         calls = rows(kind, module, x, ref, peers=not args.no_peers)
-        timing = time_rows(calls, args.rounds, args.device)
+        timing = ({k: (float("nan"),) * 3 for k in calls} if args.memory_only
+                  else time_rows(calls, args.rounds, args.device))
         memory = {} if args.no_memory else peak_memory(kind, list(calls), args.batch, args.device,
                                                        args.threads)
         base_mem = memory.get("autograd input gradient")
