@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..rules import nonlinearity_rule, register_nonlinearity_rule
-from .base import Layer, Multipliers, Split, State
+from .base import Layer, Multipliers, PerPairLinearMap, Split, State
 from .linear import as_tensor
 
 def _pseudocount(t: Tensor, eps: float) -> Tensor:
@@ -340,11 +340,8 @@ class Clamp(Activation):
         return inside.to(x.dtype)
 
 
-class _PerPairLinearMap(Layer):
-    """A vector nonlinearity whose DeepLIFT rule is a per-pair linear map ``M`` with
-    ``M·Δx = Δy`` (built from Rescale and Shapley steps). Both parts of the split go through
-    ``M`` and both multipliers through ``Mᵀ``, which keeps summation-to-delta; for gradient
-    methods ``M`` is the Jacobian. Subclasses give ``_apply`` and ``_apply_transpose``."""
+class _PerPairLinearMap(PerPairLinearMap):
+    """Softmax-family maps over ``dim``: the shared exponentials and their Rescale factors."""
 
     def __init__(self, dim: int = -1, name: str | None = None,
                  nonlinear_mxts_mode: str | None = None) -> None:
@@ -381,19 +378,6 @@ class _PerPairLinearMap(Layer):
         near = ds.abs() < state.options.near_zero * sr
         return torch.where(near, slope_at_ref, (fx - fr) / torch.where(near, torch.ones_like(ds), ds))
 
-    def _apply(self, state, v: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def _apply_transpose(self, state, m: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def split(self, state: State) -> Split:
-        p, n = state.split(self.inputs[0])
-        return self._apply(state, p), self._apply(state, n)
-
-    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
-        return [(self._apply_transpose(state, m_pos),
-                 None if m_neg is None else self._apply_transpose(state, m_neg))]
 
 
 class Softmax(_PerPairLinearMap):

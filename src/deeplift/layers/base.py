@@ -349,3 +349,25 @@ class SignedScale(Layer):
             return [(m_pos * a, None)]
         ap, an = positive(a), negative(a)
         return [(ap * m_pos + an * m_neg, ap * m_neg + an * m_pos)]
+
+
+class PerPairLinearMap(Layer):
+    """A layer whose DeepLIFT rule is a linear map ``M`` of each (example, reference) pair with
+    ``M·Δx = Δy`` (softmax, log-softmax, logsumexp, normalisations: built from Rescale and
+    Shapley steps). Both parts of the split go through ``M`` and both multipliers through
+    ``Mᵀ``, which keeps summation-to-delta; for gradient methods ``M`` is the Jacobian.
+    Subclasses give ``_apply(state, v)`` and ``_apply_transpose(state, m)``."""
+
+    def _apply(self, state: State, v: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _apply_transpose(self, state: State, m: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def split(self, state: State) -> Split:
+        p, n = state.split(self.inputs[0])
+        return self._apply(state, p), self._apply(state, n)
+
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+        return [(self._apply_transpose(state, m_pos),
+                 None if m_neg is None else self._apply_transpose(state, m_neg))]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .activations import Activation
-from .base import Layer, Multipliers, Split
+from .base import PerPairLinearMap
 
 
 class _Domain(Activation):
@@ -152,7 +152,7 @@ class Softsign(Activation):
         return 1 / (1 + x.abs()) ** 2
 
 
-class LogSumExp(Layer):
+class LogSumExp(PerPairLinearMap):
     """``log Σ exp(x)`` over ``dims`` (batch axis excluded).
 
     Per pair, with one shift ``c`` for input and reference: ``e = exp(x − c)`` (Rescale factor
@@ -207,13 +207,6 @@ class LogSumExp(Layer):
                 m = m.unsqueeze(full + k)
         return s_e * (s_log * m)
 
-    def split(self, state) -> Split:
-        p, n = state.split(self.inputs[0])
-        return self._apply(state, p), self._apply(state, n)
-
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
-        return [(self._apply_transpose(state, m_pos),
-                 None if m_neg is None else self._apply_transpose(state, m_neg))]
 
 
 class Erf(Activation):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
-from .base import Layer, Multipliers, Split, negative, positive
+from .base import Layer, Multipliers, Split, State, negative, positive
 from .linear import as_tensor
 
 
@@ -33,11 +33,11 @@ class Embedding(Layer):
             x = rounded
         return F.embedding(x.long(), self.weight)
 
-    def split(self, state) -> Split:
+    def split(self, state: State) -> Split:
         d = state.delta(self.name)
         return positive(d), negative(d)
 
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         if not state.difference_based:
             raise InputError(f"layer {self.name!r}: integer token inputs have no gradient; score the "
                              f"embedding output instead (score_layer={self.name!r})")

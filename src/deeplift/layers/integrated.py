@@ -15,7 +15,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .base import Layer, Multipliers, Split, flat_targets, negative, positive, unflat_targets
+from .base import (Layer, Multipliers, Split, State, flat_targets, negative, positive,
+                   unflat_targets)
 
 
 class PathIntegrated(Layer):
@@ -31,7 +32,7 @@ class PathIntegrated(Layer):
     def forward(self, *xs: Tensor) -> Tensor:
         return self.fn(*xs)
 
-    def split(self, state) -> Split:
+    def split(self, state: State) -> Split:
         d = state.delta(self.name)  # the op's actual difference, split by sign
         return positive(d), negative(d)
 
@@ -56,7 +57,7 @@ class PathIntegrated(Layer):
                 totals[i] = g if totals[i] is None else totals[i] + g
         return [unflat_targets(g / len(alphas), t) for g in totals]
 
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         m = m_pos
         if m_neg is not None:  # each output element's multiplier of the part its Δy falls in
             m = torch.where(state.delta(self.name) > 0, m_pos, m_neg)

@@ -11,11 +11,11 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .base import Layer, Multipliers, Split
+from .base import PerPairLinearMap
 from .linear import as_tensor
 
 
-class Normalize(Layer):
+class Normalize(PerPairLinearMap):
     """``y = γ·c/σ + β`` with ``c = x − mean(x)`` (not centred for RMSNorm) and
     ``σ = sqrt(mean(c²) + eps)``, the statistics taken over ``dims`` of each example.
 
@@ -127,13 +127,6 @@ class Normalize(Layer):
         out = u_w * mg + (2 * s_u) * c_bar * (c_w * mg).mean(d, keepdim=True)
         return self._ungroup(self._centre(out), shape)
 
-    def split(self, state) -> Split:
-        p, n = state.split(self.inputs[0])
-        return self._apply(state, p), self._apply(state, n)
-
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
-        return [(self._apply_transpose(state, m_pos),
-                 None if m_neg is None else self._apply_transpose(state, m_neg))]
 
     def describe(self) -> str:
         kind = "RMSNorm" if not self.center else "GroupNorm" if self.groups else "Normalize"

@@ -19,7 +19,7 @@ import string
 import torch
 from torch import Tensor
 
-from .base import Layer, Multipliers, Split, split_by_spread
+from .base import Layer, Multipliers, Split, State, split_by_spread
 
 
 def sum_to(m: Tensor, state, name: str) -> Tensor:
@@ -71,14 +71,14 @@ class Product(Layer):
             return 0.5 * (state.x(b) + state.r(b)), 0.5 * (state.x(a) + state.r(a))
         return state.cached(self, "weights", compute)
 
-    def split(self, state) -> Split:
+    def split(self, state: State) -> Split:
         wa, wb = self._weights(state)
         da, db = state.delta(self.inputs[0]), state.delta(self.inputs[1])
         total = self.product(da, wa) + self.product(wb, db)
         spread = self.product(da.abs(), wa.abs()) + self.product(wb.abs(), db.abs())
         return split_by_spread(total, spread, 2 * self.n_terms(da, db))
 
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         wa, wb = self._weights(state)
         a, b = self.inputs
         if m_neg is None:

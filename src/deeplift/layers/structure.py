@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Layer, Multipliers, SignPreservingLinear, Split
+from .base import Layer, Multipliers, SignPreservingLinear, Split, State
 
 
 def _non_batch(dims: Sequence[int], ndim: int, name: str | None, what: str) -> tuple[int, ...]:
@@ -34,7 +34,7 @@ class Roll(SignPreservingLinear):
     def linear(self, x: Tensor) -> Tensor:
         return torch.roll(x, self.shifts, _non_batch(self.dims, x.ndim, self.name, "rolling"))
 
-    def transpose(self, state, m: Tensor) -> list[Tensor]:
+    def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         return [torch.roll(m, tuple(-s for s in self.shifts), _non_batch(self.dims, m.ndim, self.name, "rolling"))]
 
     def describe(self) -> str:
@@ -57,7 +57,7 @@ class Expand(SignPreservingLinear):
             x = x.reshape(x.shape[0], *([1] * lead), *x.shape[1:])
         return x.expand(x.shape[0], *self.shape)
 
-    def transpose(self, state, m: Tensor) -> list[Tensor]:
+    def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         shape, _, _ = state.pair_shape(self.inputs[0], m.shape[0])
         lead = m.ndim - len(shape)
         if lead:
@@ -118,11 +118,11 @@ class BatchConstant(Layer):
     def forward(self, x: Tensor) -> Tensor:
         return self.value.expand(x.shape[0], *self.value.shape)
 
-    def split(self, state) -> Split:
+    def split(self, state: State) -> Split:
         z = state.delta(self.name)
         return z, z
 
-    def backward(self, state, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
+    def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         return []  # nothing flows to the input: only its batch size was read
 
     def describe(self) -> str:
