@@ -413,3 +413,13 @@ def test_ray_two_workers_equal_single_process(data, single_run, tmp_path):
     out = tmp_path / "ray.h5"
     score(data, out, "--workers", "2")
     assert_same_file(out, single_run)
+
+
+def test_every_output_gets_the_permissions_the_umask_gives(data, single_run):
+    """Written through a temporary file and renamed, but not left at mkstemp's 0600."""
+    import os
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for path in (single_run, data["dir"] / "single.bw", data["dir"] / "modisco" / "ohe.npz",
+                 data["dir"] / "modisco" / "shap.npz"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path

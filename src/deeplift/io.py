@@ -8,11 +8,12 @@ writes the two files modisco wants side by side.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -41,22 +42,29 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a hidden temporary file that replaces it only once
-    complete; the temporary file is removed on any error or interruption, and the result gets
-    the permissions the umask gives a new file (not mkstemp's 0600)."""
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """A hidden temporary path next to ``path`` to write to: when the block ends normally it
+    replaces ``path``, with the permissions the umask gives a new file (not mkstemp's 0600); on
+    any error or interruption it is removed and ``path`` is untouched."""
     tmp, final = atomic_path(path)
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return final
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through :func:`replacing` (synced to disk first)."""
+    with replacing(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
 
 
 def encode_scores(suffix: str, scores: Any, inputs: Any = None, extra: Mapping[str, Any] | None = None,

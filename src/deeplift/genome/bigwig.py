@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import replacing
 from .store import iter_rows
 
 
@@ -43,8 +44,6 @@ def write_bigwig(h5_path: str | os.PathLike, bw_path: str | os.PathLike, chrom_s
         raise InputError(f"regions on {unknown[:3]} are not in the genome's chromosome list")
     fd, tmp_values = tempfile.mkstemp(prefix=f".{bw_path.name}.", suffix=".f32", dir=bw_path.parent)
     os.close(fd)
-    fd, tmp_bw = tempfile.mkstemp(prefix=f".{bw_path.name}.", suffix=".bw", dir=bw_path.parent)
-    os.close(fd)
     try:
         per_base = np.memmap(tmp_values, dtype=np.float32, mode="w+", shape=(max(n, 1), width))
         row = 0
@@ -52,18 +51,17 @@ def write_bigwig(h5_path: str | os.PathLike, bw_path: str | os.PathLike, chrom_s
             per_base[row:row + len(block)] = block.astype(np.float32).sum(axis=1)
             row += len(block)
         order = np.lexsort((starts, np.array([rank[c] for c in chroms], dtype=np.int64)))
-        bw = pyBigWig.open(str(tmp_bw), "w")
-        try:
-            bw.addHeader([(c, int(s)) for c, s in chrom_sizes.items()])
-            _sweep(bw, order, chroms, starts, per_base, width, chrom_sizes)
-        finally:
-            bw.close()
+        with replacing(bw_path) as tmp_bw:
+            bw = pyBigWig.open(str(tmp_bw), "w")
+            try:
+                bw.addHeader([(c, int(s)) for c, s in chrom_sizes.items()])
+                _sweep(bw, order, chroms, starts, per_base, width, chrom_sizes)
+            finally:
+                bw.close()
         del per_base
-        os.replace(tmp_bw, bw_path)
     finally:
-        for tmp in (tmp_values, tmp_bw):
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        if os.path.exists(tmp_values):
+            os.unlink(tmp_values)
     return bw_path
 
 

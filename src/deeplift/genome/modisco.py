@@ -8,12 +8,12 @@ zip member block by block, so memory does not grow with the number of regions.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..io import replacing
 from .store import iter_rows, task_groups
 
 
@@ -23,9 +23,7 @@ def write_npz_from_h5(h5_path: str | os.PathLike, dataset: str, npz_path: Path, 
     with h5py.File(h5_path, "r") as f:
         shape, src_dtype = f[dataset].shape, f[dataset].dtype
     dtype = np.dtype(dtype or src_dtype)
-    fd, tmp = tempfile.mkstemp(prefix=f".{npz_path.name}.", suffix=".npz", dir=npz_path.parent)
-    os.close(fd)
-    try:
+    with replacing(npz_path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             with zf.open("arr_0.npy", "w", force_zip64=True) as member:
                 header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
@@ -33,10 +31,6 @@ def write_npz_from_h5(h5_path: str | os.PathLike, dataset: str, npz_path: Path, 
                 np.lib.format.write_array_header_1_0(member, header)
                 for block in iter_rows(h5_path, dataset):
                     member.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
-        os.replace(tmp, npz_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return npz_path
 
 

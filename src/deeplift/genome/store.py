@@ -38,6 +38,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from ..errors import InputError
+from ..io import replacing
 from .regions import Region
 
 FORMAT = "deeplift-genome-scores/1"
@@ -200,10 +201,8 @@ def write_file(out: str | os.PathLike, n: int, width: int, task_names: list[str]
     |delta| and the number of all-zero (N or off-chromosome) window positions."""
     h5py = _h5py()
     out = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".h5", dir=out.parent)
-    os.close(fd)
     worst, unknown = 0.0, 0
-    try:
+    with replacing(out) as tmp:
         with h5py.File(tmp, "w") as f:
             create_layout(f, n, width, task_names, dtype)
             offset = 0
@@ -216,10 +215,6 @@ def write_file(out: str | os.PathLike, n: int, width: int, task_names: list[str]
             if offset != n:
                 raise InputError(f"internal: assembled {offset} of {n} regions")
             _set_attrs(f, attrs, task_names, worst, unknown)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return worst, unknown
 
 
@@ -265,10 +260,8 @@ def merge_shards(out: str | os.PathLike, shards: list[str | os.PathLike]) -> int
                       f"tasks/{task_names[0]}/projected_shap/seq"].dtype
         meta = json.loads(first.attrs["metadata_json"])
         attrs = {"fingerprint": infos[order[0]]["fingerprint"], "metadata": meta}
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".h5", dir=out.parent)
-        os.close(fd)
         worst, unknown = 0.0, 0
-        try:
+        with replacing(out) as tmp:
             with h5py.File(tmp, "w") as dst:
                 create_layout(dst, n, width, task_names, dtype)
                 names = row_datasets(dst)
@@ -285,10 +278,6 @@ def merge_shards(out: str | os.PathLike, shards: list[str | os.PathLike]) -> int
                     worst = max(worst, float(shard_meta["max_abs_delta"]))
                     unknown += int(shard_meta["unknown_positions"])
                 _set_attrs(dst, attrs, task_names, worst, unknown)
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return n
     finally:
         for f in files:
