@@ -63,6 +63,10 @@ class PassState:
         self._delta: dict[str, Tensor] = {}
         self._split: dict[str, Split] = {}
         self._cache: dict[tuple[str, str], object] = {}
+        self._released: dict[str, tuple[tuple[int, ...], torch.dtype, torch.device]] = {}
+        #: which of ``x_values``/``r_values`` this pass may empty as its backward goes (a
+        #: reference set shared by every batch of a call stays)
+        self.owns_values = (True, True)
 
     # -- per-pair values --------------------------------------------------------------------------
     def x(self, name: str) -> Tensor:
@@ -101,6 +105,32 @@ class PassState:
                 self._delta[name] = self.x(name) - self.r(name)
         return self._delta[name]
 
+    def owned_delta(self, name: str) -> Tensor:
+        """``x − r`` of a layer as a new tensor the caller may overwrite (the cached one if
+        nothing else has asked for it: it is then handed over, not kept)."""
+        if name in self._delta:
+            return self._delta[name].clone()
+        if self.is_constant(name) or not self.difference_based:
+            return self.delta(name).clone()
+        return torch.sub(self.x(name), self.r_broadcast(name))
+
+    def release(self, name: str) -> None:
+        """Forget everything about a layer once its backward is done: no later layer reads it
+        (its consumers went backward before it), so its forward values and rule state go, as
+        autograd frees what it saved. Keeps the peak memory of a pass near the forward's."""
+        if name not in self.x_values or self.is_constant(name):
+            return
+        v = self.x_values[name]
+        self._released[name] = (tuple(v.shape[1:]), v.dtype, v.device)
+        for d in (self._x, self._r, self._delta, self._split):
+            d.pop(name, None)
+        for key in [k for k in self._cache if k[0] == name]:
+            del self._cache[key]
+        if self.owns_values[0]:
+            self.x_values.pop(name)
+        if self.owns_values[1] and self.r_values is not None and self.r_values is not self.x_values:
+            self.r_values.pop(name, None)
+
     def split(self, name: str) -> Split:
         """``(Δ⁺, Δ⁻)`` of a layer's output, by that layer's own rule."""
         if name not in self._split:
@@ -117,6 +147,9 @@ class PassState:
 
     def pair_shape(self, name: str, batch: int) -> tuple[tuple[int, ...], torch.dtype, torch.device]:
         """Shape, dtype and device of a layer's per-pair output with the batch axis set to ``batch``."""
+        if name in self._released:
+            shape, dtype, device = self._released[name]
+            return (batch, *shape), dtype, device
         v = self.x_values[name]
         return (batch, *v.shape[1:]), v.dtype, v.device
 
@@ -184,13 +217,15 @@ def forward_together(model: Model, xs: Sequence[Tensor], rs: Sequence[Tensor], n
 
 
 def backward(model: Model, state: PassState, target: str, seeds: Tensor,
-             score_layers: Sequence[str], node_errors: dict[str, float] | None = None
-             ) -> dict[str, Multipliers]:
+             score_layers: Sequence[str], node_errors: dict[str, float] | None = None,
+             release: bool = False) -> dict[str, Multipliers]:
     """Propagate ``seeds`` (T, P, *target_shape) from ``target`` to the ``score_layers``.
 
     Returns the multipliers ``(m⁺, m⁻)`` (``m⁻`` None when equal to ``m⁺``) of every score layer.
     With ``node_errors``, each layer's own conservation error is recorded there (see
-    :func:`node_conservation_error`), the largest seen per layer.
+    :func:`node_conservation_error`), the largest seen per layer. With ``release``, each layer's
+    values leave the state once its backward is done (the last backward of a pass; the target
+    and the score layers stay).
     """
     relevant = model.ancestors([target]) & model.descendants(score_layers)
     mults: dict[str, Multipliers] = {target: (seeds, None)}
@@ -214,6 +249,9 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
         for inp, g in zip(layer.inputs, grads):
             if inp in relevant and not isinstance(model.layers[inp], Constant):
                 mults[inp] = _add(mults.get(inp), g)
+        del grads
+        if release and name != target and name not in wanted:
+            state.release(name)
     for name in score_layers:
         if name not in out:  # the target does not depend on this layer
             shape, dtype, device = state.pair_shape(name, seeds.shape[1])
@@ -364,6 +402,7 @@ class PairRunner:
             x_values, r_values = forward_together(self.model, x_batch, r_rows, self.needed, memos)
         state = PassState(self.model, x_values, r_values, x_idx, r_idx, self.rule_for, self.options,
                           memos)
+        state.owns_values = (True, self.shared_r_values is None)
         ms = self._backward(state, ex)
         out = []
         for name, m in zip(self.score_names, ms):
@@ -403,9 +442,10 @@ class PairRunner:
         seeds = target_seeds(self.spec, ex, shape, state.x(self.spec.layer).dtype,
                              state.x(self.spec.layer).device)
         per_pass = max(1, (16 * self.batch_size) // len(ex))
+        starts = range(0, seeds.shape[0], per_pass)
         chunks = [backward(self.model, state, self.spec.layer, seeds[t:t + per_pass],
-                           score_names, self.node_errors)
-                  for t in range(0, seeds.shape[0], per_pass)]
+                           score_names, self.node_errors, release=t == starts[-1])
+                  for t in starts]
         if len(chunks) == 1:
             return [chunks[0][n] for n in score_names]
         return [_cat_multipliers([c[n] for c in chunks]) for n in score_names]

@@ -23,6 +23,21 @@ from ..rules import nonlinearity_rule, register_nonlinearity_rule
 from .base import Layer, Multipliers, PerPairLinearMap, Split, State
 from .linear import as_tensor
 
+def _below(t: Tensor, bound: float) -> Tensor | None:
+    """The mask ``t < bound``, or None when no element is below it. The test is a min, a
+    single read of ``t`` (comparing first then reducing the boolean mask costs three passes)."""
+    if t.numel() == 0 or not bool(t.amin() < bound):
+        return None
+    return t < bound
+
+
+def _above(t: Tensor, bound: float) -> Tensor | None:
+    """The mask ``t > bound``, or None when no element is above it (see :func:`_below`)."""
+    if t.numel() == 0 or not bool(t.amax() > bound):
+        return None
+    return t > bound
+
+
 def _pseudocount(t: Tensor, eps: float) -> Tensor:
     """The original's ``pseudocount_near_zero``: values with |t| < eps/2 are pushed to ±eps."""
     near = t.abs() < eps / 2
@@ -63,11 +78,13 @@ class Activation(Layer):
 
     def rescale_factor(self, state) -> Tensor:
         def compute() -> Tensor:
-            dx = state.delta(self.inputs[0])
-            s = state.delta(self.name) / dx  # inf/nan where dx == 0: replaced just below
-            near = dx.abs() < state.options.near_zero
-            if bool(near.any()):
-                s = torch.where(near, self._reference_gradient(state), s)
+            # in place on tensors of its own: each activation-sized temporary costs a pass
+            # over memory and, in a plain process, page faults
+            dx = state.owned_delta(self.inputs[0])
+            s = state.owned_delta(self.name).div_(dx)  # inf/nan where dx == 0: replaced below
+            near = _below(dx.abs_(), state.options.near_zero)
+            if near is not None:
+                torch.where(near, self._reference_gradient(state), s, out=s)
             return s
         return state.cached(self, "rescale", compute)
 
