@@ -67,6 +67,9 @@ class PassState:
         #: which of ``x_values``/``r_values`` this pass may empty as its backward goes (a
         #: reference set shared by every batch of a call stays)
         self.owns_values = (True, True)
+        #: True during the last backward of the pass: a layer's rule state is read for the last
+        #: time by its own backward, which may then reuse it in place (see ``State``)
+        self.final_backward = False
 
     # -- per-pair values --------------------------------------------------------------------------
     def x(self, name: str) -> Tensor:
@@ -228,6 +231,7 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
     and the score layers stay).
     """
     relevant = model.ancestors([target]) & model.descendants(score_layers)
+    state.final_backward = release
     mults: dict[str, Multipliers] = {target: (seeds, None)}
     wanted = set(score_layers)
     out: dict[str, Multipliers] = {}

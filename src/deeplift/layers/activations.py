@@ -169,6 +169,8 @@ class RescaleSplit:
 class Rescale(RescaleSplit):
     def backward(self, layer, state, m_pos, m_neg):
         s = layer.rescale_factor(state)
+        if m_neg is None and state.final_backward and m_pos.shape[0] == 1 and s.shape == m_pos.shape[1:]:
+            return [(s.mul_(m_pos[0]).unsqueeze(0), None)]  # s is not read again
         return [(s * m_pos, None if m_neg is None else s * m_neg)]
 
 

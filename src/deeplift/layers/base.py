@@ -50,6 +50,9 @@ class State(Protocol):
     #: differences from a reference (DeepLIFT methods) rather than plain gradients
     difference_based: bool
     options: RuleOptionsView
+    #: the last backward of the pass: what a layer's rule cached is read by nothing after its
+    #: own backward, which may overwrite it (saves an activation-sized allocation per layer)
+    final_backward: bool
 
     def x(self, name: str) -> Tensor:
         """Layer ``name``'s output for the example of every pair, (P, ...)."""
