@@ -19,7 +19,8 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
               softmax_centering: bool = True, return_delta: bool = False, seed: int | None = None,
               max_routing: str = "conserving", original_quirks: bool = False,
               additional_forward_args: Any = None, baselines: Any = None,
-              return_node_deltas: bool = False, unknown_ops: str = "error"):
+              return_node_deltas: bool = False, unknown_ops: str = "error",
+              fuse: "bool | str" = "auto"):
     """Importance scores of ``inputs`` for ``target`` output(s) of ``model``.
 
     model: a :class:`deeplift.Model` or a ``torch.nn.Module`` (converted once and cached).
@@ -54,6 +55,10 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
     unknown_ops: "error" (default) or "integrated": when an nn.Module is converted here, an op
         without a rule gets path-integrated multipliers instead of an error (not exact: its
         leftover delta shows in the node table).
+    fuse: run the rules' elementwise math as compiled kernels (``torch.compile``): "auto"
+        (default) for large passes only — the first one compiles for a few seconds, once per
+        process; True always; False never. Falls back to eager PyTorch where compiling fails
+        (``deeplift.fusion.status()`` says why); the numbers agree to float rounding.
 
     Returns scores shaped like the inputs (NumPy in, NumPy out; torch in, torch out), one per
     input layer (a tuple when the model has several), then the delta and the node table when asked for, in that order.
@@ -65,5 +70,5 @@ def attribute(model: Any, inputs: Any, references: Any = None, method: str = "re
     plan = make_plan(model, inputs, references, method, target, target_layer, score_layer,
                      batch_size, progress, steps, hypothetical, softmax_centering, return_delta,
                      seed, max_routing, original_quirks, additional_forward_args, return_node_deltas,
-                     unknown_ops)
+                     unknown_ops, fuse)
     return execute(plan)

@@ -36,11 +36,13 @@ class RuleOptions:
     ``original_quirks``: reproduce the original's float32 details (RevealCancel pseudocounts,
     the reference gradient of sigmoid/tanh taken at f(r), every tied global max getting the full
     multiplier) — used to match its numbers, never the default.
+    ``fuse``: compiled elementwise kernels for the rules: True, False or "auto" (see ``fusion``).
     """
 
     near_zero: float = 1e-7
     max_routing: str = "conserving"
     original_quirks: bool = False
+    fuse: "bool | str" = "auto"
 
 
 class PassState:

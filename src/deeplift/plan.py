@@ -242,7 +242,8 @@ def make_plan(model: Any, inputs: Any, references: Any = None, method: Any = "re
               hypothetical: bool = False, softmax_centering: bool = True,
               return_delta: bool = False, seed: int | None = None, max_routing: str = "conserving",
               original_quirks: bool = False, additional_forward_args: Any = None,
-              return_node_deltas: bool = False, unknown_ops: str = "error") -> Plan:
+              return_node_deltas: bool = False, unknown_ops: str = "error",
+              fuse: "bool | str" = "auto") -> Plan:
     """Check and convert the arguments of :func:`deeplift.attribute` (which documents them)."""
     m = get_method(method)
     extra = _as_tuple(additional_forward_args)
@@ -252,6 +253,8 @@ def make_plan(model: Any, inputs: Any, references: Any = None, method: Any = "re
     model = rules_model(as_model(model, all_inputs, unknown_ops))  # float16/bfloat16: a float32 copy
     if max_routing not in ("conserving", "gradient"):
         raise InputError(f"max_routing must be 'conserving' or 'gradient', got {max_routing!r}")
+    if fuse not in (True, False, "auto"):
+        raise InputError(f"fuse must be True, False or 'auto', got {fuse!r}")
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     if m.integrated and (not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1):
@@ -295,7 +298,7 @@ def make_plan(model: Any, inputs: Any, references: Any = None, method: Any = "re
             arrays.check_one_hot(x, name)
     return Plan(model, m, xs, refs, n_refs, explicit_r, spec, score_names, score_single,
                 score_layer is not None, shapes,
-                RuleOptions(max_routing=max_routing, original_quirks=original_quirks),
+                RuleOptions(max_routing=max_routing, original_quirks=original_quirks, fuse=fuse),
                 int(batch_size), int(steps), bool(hypothetical), bool(return_delta), bool(progress),
                 bool(return_node_deltas), to_numpy, user_device, n_attributed)
 

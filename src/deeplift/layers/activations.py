@@ -15,10 +15,13 @@ lives here. Rules for an elementwise ``y = f(x)`` with ``Δx = x − r``, ``Δy 
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..fusion import kernel, should_fuse
 from ..rules import nonlinearity_rule, register_nonlinearity_rule
 from .base import Layer, Multipliers, PerPairLinearMap, Split, State
 from .linear import as_tensor
@@ -36,6 +39,24 @@ def _above(t: Tensor, bound: float) -> Tensor | None:
     if t.numel() == 0 or not bool(t.amax() > bound):
         return None
     return t > bound
+
+
+def _rescale_kernel(f, d, xi: Tensor, ri: Tensor, xo: Tensor, ro: Tensor, eps: float) -> Tensor:
+    """The Rescale factor ``Δy/Δx`` (``f'(r)`` where ``|Δx| < eps``) in one fused loop."""
+    dx = xi - ri
+    return torch.where(dx.abs() < eps, d(ri), (xo - ro) / dx)
+
+
+def _reveal_cancel_kernel(f, d, p: Tensor, n: Tensor, r: Tensor, xo: Tensor, ro: Tensor,
+                          eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(Δy⁺, Δy⁻, s⁺, s⁻)`` of RevealCancel (see ``Activation.reveal_cancel_parts``)."""
+    dy = xo - ro
+    pos = 0.5 * (f(r + p) - f(r + n) + dy)
+    neg = dy - pos
+    g = d(r)
+    sp = torch.where(p.abs() < eps, 0.5 * (g + d(r + n)), pos / p)
+    sn = torch.where(n.abs() < eps, 0.5 * (g + d(r + p)), neg / n)
+    return pos, neg, sp, sn
 
 
 def _pseudocount(t: Tensor, eps: float) -> Tensor:
@@ -76,8 +97,28 @@ class Activation(Layer):
             return self.derivative(state.r_broadcast(self.name))
         return self.derivative(state.r_broadcast(inp))
 
+    def fused_functions(self):
+        """``(f, f')`` as functions of a tensor alone (no layer state), for the fused kernels of
+        the rules (``deeplift.fusion``), or None: the rules then run op by op."""
+        return None
+
+    def _fused(self, state, like: Tensor, kind: str, fn):
+        """The fused kernel of rule ``kind`` for this nonlinearity, or None when the rule runs
+        op by op (small tensors under ``fuse="auto"``, no plain ``f``/``f'``, original quirks)."""
+        functions = self.fused_functions()
+        if (functions is None or state.options.original_quirks
+                or not should_fuse(state.options.fuse, like)):
+            return None
+        f, d = functions
+        return kernel((kind, f, d), lambda: partial(fn, f, d), f"{kind} {getattr(f, '__name__', '')}")
+
     def rescale_factor(self, state) -> Tensor:
         def compute() -> Tensor:
+            inp = self.inputs[0]
+            fused = self._fused(state, state.x(inp), "rescale", _rescale_kernel)
+            if fused is not None and state.difference_based:
+                return fused(True, state.x(inp), state.r_broadcast(inp), state.x(self.name),
+                             state.r_broadcast(self.name), state.options.near_zero)
             # in place on tensors of its own: each activation-sized temporary costs a pass
             # over memory and, in a plain process, page faults
             dx = state.owned_delta(self.inputs[0])
@@ -102,19 +143,24 @@ class Activation(Layer):
                 pos = 0.5 * ((frp - fr) + (self.f((r + n) + p) - frn))
                 neg = 0.5 * ((frn - fr) + (self.f((r + p) + n) - frp))
                 return pos, neg, pos / p, neg / n
+            fused = self._fused(state, p, "reveal_cancel", _reveal_cancel_kernel)
+            if fused is not None:
+                return fused(True, p, n, r, state.x(self.name), fr, eps)
             dy = state.delta(self.name)
             frp, frn = self.f(r + p), self.f(r + n)
             # Δy⁺ = ½[(f(r+p) − f(r)) + (f(x) − f(r+n))] = ½[f(r+p) − f(r+n) + Δy]; Δy⁻ = Δy − Δy⁺
             pos = (frp - frn).add_(dy).mul_(0.5)
             neg = dy - pos
             sp, sn = pos / p, neg / n  # inf/nan where a part is 0: replaced just below
-            near_p, near_n = p.abs() < eps, n.abs() < eps
-            if bool(near_p.any()) or bool(near_n.any()):
+            near_p, near_n = _below(p.abs(), eps), _below(n.abs(), eps)
+            if near_p is not None or near_n is not None:
                 # the limits of Δy⁺/Δx⁺ as Δx⁺ → 0 and of Δy⁻/Δx⁻ as Δx⁻ → 0; not f'(r) alone:
                 # Δy⁺ also holds f(x) − f(r+Δx⁻), whose slope in Δx⁺ is f'(r+Δx⁻)
                 g = self.derivative(r)
-                sp = torch.where(near_p, 0.5 * (g + self.derivative(r + n)), sp)
-                sn = torch.where(near_n, 0.5 * (g + self.derivative(r + p)), sn)
+                if near_p is not None:
+                    torch.where(near_p, 0.5 * (g + self.derivative(r + n)), sp, out=sp)
+                if near_n is not None:
+                    torch.where(near_n, 0.5 * (g + self.derivative(r + p)), sn, out=sn)
             return pos, neg, sp, sn
         return state.cached(self, "reveal_cancel", compute)
 
@@ -181,7 +227,11 @@ class RevealCancel:
 
     def backward(self, layer, state, m_pos, m_neg):
         _, _, sp, sn = layer.reveal_cancel_parts(state)
-        return [(sp * m_pos, sn * (m_pos if m_neg is None else m_neg))]
+        m_neg = m_pos if m_neg is None else m_neg
+        if state.final_backward and m_pos.shape[0] == 1 and sp.shape == m_pos.shape[1:] == sn.shape:
+            # the factors are not read again: multiply into them instead of allocating
+            return [(sp.mul_(m_pos[0]).unsqueeze(0), sn.mul_(m_neg[0]).unsqueeze(0))]
+        return [(sp * m_pos, sn * m_neg)]
 
 
 class Gradient(RescaleSplit):
@@ -219,12 +269,28 @@ for _name, _rule in [("rescale", Rescale()), ("reveal_cancel", RevealCancel()), 
     register_nonlinearity_rule(_name, _rule)
 
 
+def _step(x: Tensor) -> Tensor:
+    return (x > 0).to(x.dtype)
+
+
+def _sigmoid_derivative(x: Tensor) -> Tensor:
+    s = torch.sigmoid(x)
+    return s * (1 - s)
+
+
+def _tanh_derivative(x: Tensor) -> Tensor:
+    return 1 - torch.tanh(x) ** 2
+
+
 class ReLU(Activation):
     def f(self, x: Tensor) -> Tensor:
         return torch.relu(x)
 
+    def fused_functions(self):
+        return torch.relu, _step
+
     def derivative(self, x: Tensor) -> Tensor:
-        return (x > 0).to(x.dtype)
+        return _step(x)
 
     def times_gradient(self, state: State, m: Tensor) -> Tensor:
         # m·[x>0] in one fused pass (autograd's own ReLU backward), not f'(x) then a product:
@@ -291,8 +357,10 @@ class Sigmoid(Activation):
         return torch.sigmoid(x)
 
     def derivative(self, x: Tensor) -> Tensor:
-        s = torch.sigmoid(x)
-        return s * (1 - s)
+        return _sigmoid_derivative(x)
+
+    def fused_functions(self):
+        return torch.sigmoid, _sigmoid_derivative
 
 
 class Tanh(Activation):
@@ -300,7 +368,10 @@ class Tanh(Activation):
         return torch.tanh(x)
 
     def derivative(self, x: Tensor) -> Tensor:
-        return 1 - torch.tanh(x) ** 2
+        return _tanh_derivative(x)
+
+    def fused_functions(self):
+        return torch.tanh, _tanh_derivative
 
 
 class Softplus(Activation):

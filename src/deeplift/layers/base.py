@@ -26,6 +26,8 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 from torch import Tensor
 
+from ..fusion import kernel, should_fuse
+
 Multipliers = tuple[Tensor, "Tensor | None"]
 Split = tuple[Tensor, Tensor]
 
@@ -36,6 +38,7 @@ class RuleOptionsView(Protocol):
     near_zero: float
     max_routing: str
     original_quirks: bool
+    fuse: "bool | str"
 
 
 class State(Protocol):
@@ -260,7 +263,7 @@ def vjp_of_linear(fn, input_shapes: list[tuple[tuple[int, ...], torch.dtype, tor
             for z, g in zip(zs, grads)]
 
 
-def split_by_spread(total: Tensor, spread: Tensor, n_terms: int) -> Split:
+def split_by_spread(total: Tensor, spread: Tensor, n_terms: int, fuse: bool = False) -> Split:
     """``(Δ⁺, Δ⁻)`` from their sum ``total`` and difference ``spread`` (= |W|·|Δx| ≥ 0).
 
     A part smaller than the rounding error of the sums (``n_terms·eps·spread``) is set to exactly
@@ -268,15 +271,27 @@ def split_by_spread(total: Tensor, spread: Tensor, n_terms: int) -> Split:
     than rounding noise, whose ratio to its own output would be a meaningless multiplier. The
     sum of the parts is ``total`` either way.
     """
-    pos = (total + spread).mul_(0.5)
-    tol = spread * (n_terms * torch.finfo(spread.dtype).eps)
-    pos.masked_fill_(pos <= tol, 0)
-    neg = total - pos
-    tiny_neg = neg >= tol.neg_()
-    if bool(tiny_neg.any()):
-        pos = torch.where(tiny_neg, total.clamp(min=0), pos)
-        neg = total - pos
-    return pos, neg
+    k = 1 - 2 * n_terms * torch.finfo(spread.dtype).eps
+    return kernel("spread_split", lambda: _spread_split, "spread split")(fuse, total, spread, k)
+
+
+def split_by_spread_of(x: Tensor, r: Tensor, spread: Tensor, n_terms: int, fuse: bool) -> Split:
+    """:func:`split_by_spread` of ``total = x − r`` (the layer's own outputs), in one kernel."""
+    k = 1 - 2 * n_terms * torch.finfo(spread.dtype).eps
+    return kernel("spread_split_xr", lambda: _spread_split_xr, "spread split")(fuse, x, r, spread, k)
+
+
+def _spread_split(total: Tensor, spread: Tensor, k: float) -> Split:
+    # Δ⁺ = ½(total + spread) is within rounding of 0 when total ≈ −spread (every term negative)
+    # and Δ⁻ = ½(total − spread) when total ≈ spread: then |total| takes the place of spread,
+    # which makes that part exactly 0 and the other exactly total
+    a = total.abs()
+    pos = (total + torch.where(a >= spread * k, a, spread)).mul_(0.5)
+    return pos, total - pos
+
+
+def _spread_split_xr(x: Tensor, r: Tensor, spread: Tensor, k: float) -> Split:
+    return _spread_split(x - r, spread, k)
 
 
 class SignSplitLinear(Layer):
@@ -313,8 +328,13 @@ class SignSplitLinear(Layer):
             wp, wn = positive(self.weight), negative(self.weight)
             return self.apply(dp, wp) + self.apply(dn, wn), self.apply(dp, wn) + self.apply(dn, wp)
         d = state.delta(self.inputs[0])
-        return split_by_spread(self.apply(d, self.weight), self.apply(d.abs(), self.weight.abs()),
-                               self.fan_in())
+        spread = self.apply(d.abs(), self.weight.abs())
+        fuse = should_fuse(state.options.fuse, spread)
+        if not state.difference_based:
+            return split_by_spread(self.apply(d, self.weight), spread, self.fan_in(), fuse)
+        # W·Δx is the difference of the layer's own outputs (the bias cancels): no second op
+        return split_by_spread_of(state.x(self.name), state.r_broadcast(self.name), spread,
+                                  self.fan_in(), fuse)
 
     def fan_in(self) -> int:
         """How many terms each output sums (bounds the rounding error of the split)."""

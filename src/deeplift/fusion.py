@@ -1,0 +1,83 @@
+"""Fused elementwise kernels for the rules: ``torch.compile`` where it works, the same function
+run eagerly where it does not.
+
+A DeepLIFT rule is a dozen elementwise steps (differences, ratios, near-zero limits, the
+RevealCancel finite differences). Run one PyTorch op at a time, each step reads and writes an
+activation-sized tensor, and in a plain process each new tensor also page-faults its memory in:
+RevealCancel's parts of a ReLU on a 64 × 64 × 1000 batch took ~100 ms that way and ~8 ms as one
+compiled loop (``benchmarks/bench_methods.py`` measures whole methods). So the rules write their
+elementwise math as plain functions of tensors and call them through :class:`FusedKernel`.
+
+When to fuse is :func:`should_fuse`'s decision: ``fuse=True`` always, ``False`` never,
+``"auto"`` (the default) for tensors of at least ``AUTO_MIN_ELEMENTS`` elements — a large pass,
+where the one-time compilation (seconds, cached on disk by PyTorch across processes) is repaid
+within a few calls; small ones (tests, a handful of examples) never wait for a compiler. A kernel
+that cannot compile (no C++ compiler, an unsupported platform) runs eagerly from then on, with
+the same numbers up to float rounding; :func:`status` says which kernels fell back and why.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from torch import Tensor
+
+#: "auto" fuses a rule whose tensors have at least this many elements (4 MB of float32)
+AUTO_MIN_ELEMENTS = 1 << 20
+
+
+def should_fuse(setting: "bool | str", t: Tensor) -> bool:
+    """Whether a rule on tensors like ``t`` runs its fused kernel under ``setting``."""
+    if setting is True or setting is False:
+        return setting
+    return t.numel() >= AUTO_MIN_ELEMENTS
+
+
+class FusedKernel:
+    """``fn`` (a function of tensors and Python numbers), compiled on first fused use."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, fn: Callable, name: str | None = None) -> None:
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "kernel")
+        self._compiled: Callable | None = None
+        self.failure: str | None = None  # why compilation is not used, once it failed
+
+    def __call__(self, fuse: bool, *args):
+        if fuse and self.failure is None:
+            try:
+                return self._compiled_fn()(*args)
+            except Exception as error:  # noqa: BLE001 - the compiler's failures have many types
+                out = self.fn(*args)  # an error of the arguments themselves raises here
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                self.failure = f"{type(error).__name__}: {first_line}"
+                return out
+        return self.fn(*args)
+
+    def _compiled_fn(self) -> Callable:
+        if self._compiled is None:
+            with self._lock:
+                if self._compiled is None:
+                    import torch
+                    self._compiled = torch.compile(self.fn, dynamic=True)
+        return self._compiled
+
+
+_KERNELS: dict[object, FusedKernel] = {}
+
+
+def kernel(key: object, make: Callable[[], Callable], name: str) -> FusedKernel:
+    """The kernel registered under ``key``, made by ``make()`` the first time (one compiled
+    kernel per distinct function: e.g. per nonlinearity, not per layer)."""
+    k = _KERNELS.get(key)
+    if k is None:
+        k = _KERNELS.setdefault(key, FusedKernel(make(), name))
+    return k
+
+
+def status() -> dict[str, str]:
+    """Kernel name -> "compiled", "not used yet" or the reason it runs eagerly."""
+    return {k.name: (k.failure or ("compiled" if k._compiled is not None else "not used yet"))
+            for k in _KERNELS.values()}
