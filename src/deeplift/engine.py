@@ -88,6 +88,27 @@ class PassState:
             self._r[name] = _gather(self.r_values[name], self.r_idx, self.is_constant(name))
         return self._r[name]
 
+    def pair_numel(self, name: str) -> int:
+        """How many elements a per-pair tensor of layer ``name`` has (nothing is gathered)."""
+        if isinstance(self.x_idx, int):
+            pairs = self.x_idx
+        elif self.x_idx is not None:
+            pairs = len(self.x_idx)
+        else:
+            pairs = self.x_values[name].shape[0] if name in self.x_values else 0
+        shape, _, _ = self.pair_shape(name, pairs)
+        return math.prod(shape)
+
+    def x_rows(self, name: str) -> tuple[Tensor, Tensor | None]:
+        """``x(name)`` as (rows, index): ``rows.index_select(0, index)`` when index is a tensor,
+        else ``rows`` itself (it broadcasts). A fused kernel gathers inside its loop instead of
+        copying every example once per reference (``x`` does that copy)."""
+        if name in self._x or self.is_constant(name) or self.x_idx is None:
+            return self.x(name), None
+        if isinstance(self.x_idx, int):
+            return self.x_values[name][:1], None
+        return self.x_values[name], self.x_idx
+
     def select_x_rows(self, t: Tensor) -> Tensor:
         """The rows of every pair's example from ``t``, aligned with the examples' forward rows."""
         return _gather(t, self.x_idx, False)
@@ -168,6 +189,9 @@ class PassState:
         if isinstance(memo, Tensor):
             return memo[: self.x_values[name].shape[0]]
         return memo
+
+    def is_cached(self, layer: Layer, key: str) -> bool:
+        return (layer.name, key) in self._cache
 
     def cached(self, layer: Layer, key: str, compute: Callable[[], object]):
         """Per-layer memo for rule state shared by ``split`` and ``backward`` (e.g. rescale factors)."""

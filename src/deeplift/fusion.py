@@ -27,11 +27,11 @@ from torch import Tensor
 AUTO_MIN_ELEMENTS = 1 << 20
 
 
-def should_fuse(setting: "bool | str", t: Tensor) -> bool:
-    """Whether a rule on tensors like ``t`` runs its fused kernel under ``setting``."""
+def should_fuse(setting: "bool | str", t: "Tensor | int") -> bool:
+    """Whether a rule on tensors like ``t`` (or of ``t`` elements) runs its fused kernel."""
     if setting is True or setting is False:
         return setting
-    return t.numel() >= AUTO_MIN_ELEMENTS
+    return (t if isinstance(t, int) else t.numel()) >= AUTO_MIN_ELEMENTS
 
 
 class FusedKernel:

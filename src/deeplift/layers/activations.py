@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..fusion import kernel, should_fuse
 from ..rules import nonlinearity_rule, register_nonlinearity_rule
-from .base import Layer, Multipliers, PerPairLinearMap, Split, State
+from .base import Layer, Multipliers, PerPairLinearMap, Split, State, take
 from .linear import as_tensor
 
 def _below(t: Tensor, bound: float) -> Tensor | None:
@@ -41,16 +41,25 @@ def _above(t: Tensor, bound: float) -> Tensor | None:
     return t > bound
 
 
-def _rescale_kernel(f, d, xi: Tensor, ri: Tensor, xo: Tensor, ro: Tensor, eps: float) -> Tensor:
-    """The Rescale factor ``Δy/Δx`` (``f'(r)`` where ``|Δx| < eps``) in one fused loop."""
-    dx = xi - ri
-    return torch.where(dx.abs() < eps, d(ri), (xo - ro) / dx)
+def _rescale_kernel(f, d, xi: Tensor, xo: Tensor, x_index: Tensor | None, ri: Tensor, ro: Tensor,
+                    eps: float) -> Tensor:
+    """The Rescale factor ``Δy/Δx`` (``f'(r)`` where ``|Δx| < eps``) in one fused loop; the
+    example rows are gathered per pair by ``x_index`` (see ``State.x_rows``)."""
+    dx = take(xi, x_index) - ri
+    return torch.where(dx.abs() < eps, d(ri), (take(xo, x_index) - ro) / dx)
 
 
-def _reveal_cancel_kernel(f, d, p: Tensor, n: Tensor, r: Tensor, xo: Tensor, ro: Tensor,
-                          eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _rescale_times_kernel(f, d, m: Tensor, xi: Tensor, xo: Tensor, x_index: Tensor | None,
+                          ri: Tensor, ro: Tensor, eps: float) -> Tensor:
+    """``m`` times the Rescale factor, the factor never stored."""
+    return m * _rescale_kernel(f, d, xi, xo, x_index, ri, ro, eps)
+
+
+def _reveal_cancel_kernel(f, d, p: Tensor, n: Tensor, r: Tensor, xo: Tensor,
+                          x_index: Tensor | None, ro: Tensor, eps: float
+                          ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(Δy⁺, Δy⁻, s⁺, s⁻)`` of RevealCancel (see ``Activation.reveal_cancel_parts``)."""
-    dy = xo - ro
+    dy = take(xo, x_index) - ro
     pos = 0.5 * (f(r + p) - f(r + n) + dy)
     neg = dy - pos
     g = d(r)
@@ -102,7 +111,7 @@ class Activation(Layer):
         the rules (``deeplift.fusion``), or None: the rules then run op by op."""
         return None
 
-    def _fused(self, state, like: Tensor, kind: str, fn):
+    def _fused(self, state, like: "Tensor | int", kind: str, fn):
         """The fused kernel of rule ``kind`` for this nonlinearity, or None when the rule runs
         op by op (small tensors under ``fuse="auto"``, no plain ``f``/``f'``, original quirks)."""
         functions = self.fused_functions()
@@ -112,13 +121,29 @@ class Activation(Layer):
         f, d = functions
         return kernel((kind, f, d), lambda: partial(fn, f, d), f"{kind} {getattr(f, '__name__', '')}")
 
+    def _rescale_inputs(self, state) -> tuple:
+        """The arguments of the fused Rescale kernels after ``m``."""
+        inp = self.inputs[0]
+        (xi, x_index), (xo, xo_index) = state.x_rows(inp), state.x_rows(self.name)
+        if xo_index is not x_index:  # one of them was gathered already
+            xi, xo, x_index = state.x(inp), state.x(self.name), None
+        return (xi, xo, x_index, state.r_broadcast(inp), state.r_broadcast(self.name),
+                state.options.near_zero)
+
+    def rescale_times(self, state, m: Tensor) -> Tensor | None:
+        """``m`` times the Rescale factor in one fused loop when no rule has asked for the
+        factor itself (the Rescale method's backward); None when it runs op by op."""
+        if not state.difference_based or state.is_cached(self, "rescale"):
+            return None
+        fused = self._fused(state, m.numel(), "rescale_times", _rescale_times_kernel)
+        return None if fused is None else fused(True, m, *self._rescale_inputs(state))
+
     def rescale_factor(self, state) -> Tensor:
         def compute() -> Tensor:
             inp = self.inputs[0]
-            fused = self._fused(state, state.x(inp), "rescale", _rescale_kernel)
+            fused = self._fused(state, state.pair_numel(inp), "rescale", _rescale_kernel)
             if fused is not None and state.difference_based:
-                return fused(True, state.x(inp), state.r_broadcast(inp), state.x(self.name),
-                             state.r_broadcast(self.name), state.options.near_zero)
+                return fused(True, *self._rescale_inputs(state))
             # in place on tensors of its own: each activation-sized temporary costs a pass
             # over memory and, in a plain process, page faults
             dx = state.owned_delta(self.inputs[0])
@@ -145,7 +170,7 @@ class Activation(Layer):
                 return pos, neg, pos / p, neg / n
             fused = self._fused(state, p, "reveal_cancel", _reveal_cancel_kernel)
             if fused is not None:
-                return fused(True, p, n, r, state.x(self.name), fr, eps)
+                return fused(True, p, n, r, *state.x_rows(self.name), fr, eps)
             dy = state.delta(self.name)
             frp, frn = self.f(r + p), self.f(r + n)
             # Δy⁺ = ½[(f(r+p) − f(r)) + (f(x) − f(r+n))] = ½[f(r+p) − f(r+n) + Δy]; Δy⁻ = Δy − Δy⁺
@@ -214,6 +239,10 @@ class RescaleSplit:
 
 class Rescale(RescaleSplit):
     def backward(self, layer, state, m_pos, m_neg):
+        if m_neg is None:
+            fused = layer.rescale_times(state, m_pos)
+            if fused is not None:
+                return [(fused, None)]
         s = layer.rescale_factor(state)
         if m_neg is None and state.final_backward and m_pos.shape[0] == 1 and s.shape == m_pos.shape[1:]:
             return [(s.mul_(m_pos[0]).unsqueeze(0), None)]  # s is not read again

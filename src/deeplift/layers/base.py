@@ -60,6 +60,12 @@ class State(Protocol):
     def x(self, name: str) -> Tensor:
         """Layer ``name``'s output for the example of every pair, (P, ...)."""
 
+    def pair_numel(self, name: str) -> int:
+        """The number of elements of a per-pair tensor of layer ``name``."""
+
+    def x_rows(self, name: str) -> tuple[Tensor, "Tensor | None"]:
+        """``x(name)`` as (rows, index): gathered by ``take(rows, index)`` (for fused kernels)."""
+
     def r(self, name: str) -> Tensor:
         """Its output for the reference of every pair, (P, ...) (DeepLIFT methods only)."""
 
@@ -77,6 +83,9 @@ class State(Protocol):
 
     def cached(self, layer: "Layer", key: str, compute: Callable[[], Any]) -> Any:
         """Per-pass memo for rule state shared by ``split`` and ``backward``."""
+
+    def is_cached(self, layer: "Layer", key: str) -> bool:
+        """Whether ``cached(layer, key, ...)`` has computed its value in this pass."""
 
     def pair_shape(self, name: str, batch: int) -> tuple[tuple[int, ...], torch.dtype, torch.device]:
         """Shape (batch axis set to ``batch``), dtype and device of layer ``name``'s output."""
@@ -275,10 +284,17 @@ def split_by_spread(total: Tensor, spread: Tensor, n_terms: int, fuse: bool = Fa
     return kernel("spread_split", lambda: _spread_split, "spread split")(fuse, total, spread, k)
 
 
-def split_by_spread_of(x: Tensor, r: Tensor, spread: Tensor, n_terms: int, fuse: bool) -> Split:
-    """:func:`split_by_spread` of ``total = x − r`` (the layer's own outputs), in one kernel."""
+def split_by_spread_of(x: "tuple[Tensor, Tensor | None]", r: Tensor, spread: Tensor, n_terms: int,
+                       fuse: bool) -> Split:
+    """:func:`split_by_spread` of ``total = x − r`` (the layer's own outputs, ``x`` as
+    ``State.x_rows`` gives it), in one kernel."""
     k = 1 - 2 * n_terms * torch.finfo(spread.dtype).eps
-    return kernel("spread_split_xr", lambda: _spread_split_xr, "spread split")(fuse, x, r, spread, k)
+    return kernel("spread_split_xr", lambda: _spread_split_xr, "spread split")(fuse, *x, r, spread, k)
+
+
+def take(rows: Tensor, index: "Tensor | None") -> Tensor:
+    """The per-pair tensor of ``State.x_rows``' (rows, index)."""
+    return rows if index is None else rows.index_select(0, index)
 
 
 def _spread_split(total: Tensor, spread: Tensor, k: float) -> Split:
@@ -290,8 +306,9 @@ def _spread_split(total: Tensor, spread: Tensor, k: float) -> Split:
     return pos, total - pos
 
 
-def _spread_split_xr(x: Tensor, r: Tensor, spread: Tensor, k: float) -> Split:
-    return _spread_split(x - r, spread, k)
+def _spread_split_xr(x_rows: Tensor, x_index: "Tensor | None", r: Tensor, spread: Tensor,
+                     k: float) -> Split:
+    return _spread_split(take(x_rows, x_index) - r, spread, k)
 
 
 class SignSplitLinear(Layer):
@@ -333,7 +350,7 @@ class SignSplitLinear(Layer):
         if not state.difference_based:
             return split_by_spread(self.apply(d, self.weight), spread, self.fan_in(), fuse)
         # W·Δx is the difference of the layer's own outputs (the bias cancels): no second op
-        return split_by_spread_of(state.x(self.name), state.r_broadcast(self.name), spread,
+        return split_by_spread_of(state.x_rows(self.name), state.r_broadcast(self.name), spread,
                                   self.fan_in(), fuse)
 
     def fan_in(self) -> int:
