@@ -221,6 +221,38 @@ def _gather(v: Tensor, idx: "Tensor | int | None", constant: bool) -> Tensor:
     return v.index_select(0, idx)
 
 
+def _storage(t: Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def _fresh_flags(layer: Layer, grads: list[Multipliers], m_pos: Tensor, m_neg: Tensor | None
+                 ) -> list[bool]:
+    """Which of a layer's returned multipliers are tensors of their own that nothing else holds
+    (so a sum may be accumulated into them): the layer says its backward allocates
+    (``fresh_multipliers``), and each is contiguous, single (no ``m⁻``), not sharing storage with
+    the multipliers the layer received nor with another returned one."""
+    if not getattr(layer, "fresh_multipliers", False):
+        return [False] * len(grads)
+    taken = {_storage(m_pos)} | (set() if m_neg is None else {_storage(m_neg)})
+    counts: dict[int, int] = {}
+    for gp, _ in grads:
+        counts[_storage(gp)] = counts.get(_storage(gp), 0) + 1
+    return [gn is None and gp.is_contiguous() and _storage(gp) not in taken
+            and counts[_storage(gp)] == 1 for gp, gn in grads]
+
+
+def _accumulate(a: Multipliers, a_owned: bool, b: Multipliers, b_fresh: bool) -> Multipliers:
+    """``a + b`` (see :func:`_add`), in place into whichever operand the engine owns. The
+    result is always the engine's own (a residual's sum of two paths costs no allocation)."""
+    (ap, an), (bp, bn) = a, b
+    if an is None and bn is None and ap.shape == bp.shape and ap.dtype == bp.dtype:
+        if a_owned:
+            return ap.add_(bp), None
+        if b_fresh:
+            return bp.add_(ap), None
+    return _add(a, b)
+
+
 def _add(a: Multipliers | None, b: Multipliers) -> Multipliers:
     if a is None:
         return b
@@ -260,6 +292,7 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
     state.final_backward = release
     mults: dict[str, Multipliers] = {target: (seeds, None)}
     wanted = set(score_layers)
+    owned: set[str] = set()  # layers whose multipliers in ``mults`` are the engine's own tensors
     out: dict[str, Multipliers] = {}
     for name in reversed(model.layer_names):
         if name not in mults:
@@ -276,10 +309,17 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
         if node_errors is not None:
             error = node_conservation_error(model, state, name, (m_pos, m_neg), grads)
             node_errors[name] = max(node_errors.get(name, 0.0), error)
-        for inp, g in zip(layer.inputs, grads):
+        fresh = _fresh_flags(layer, grads, m_pos, m_neg)
+        for inp, g, g_fresh in zip(layer.inputs, grads, fresh):
             if inp in relevant and not isinstance(model.layers[inp], Constant):
-                mults[inp] = _add(mults.get(inp), g)
-        del grads
+                if inp in mults:
+                    mults[inp] = _accumulate(mults[inp], inp in owned, g, g_fresh)
+                    owned.add(inp)
+                else:
+                    mults[inp] = g
+                    if g_fresh:
+                        owned.add(inp)
+        del grads, m_pos, m_neg
         if release and name != target and name not in wanted:
             state.release(name)
     for name in score_layers:

@@ -8,12 +8,14 @@ RevealCancel's parts of a ReLU on a 64 × 64 × 1000 batch took ~100 ms that way
 compiled loop (``benchmarks/bench_methods.py`` measures whole methods). So the rules write their
 elementwise math as plain functions of tensors and call them through :class:`FusedKernel`.
 
-When to fuse is :func:`should_fuse`'s decision: ``fuse=True`` always, ``False`` never,
-``"auto"`` (the default) for tensors of at least ``AUTO_MIN_ELEMENTS`` elements — a large pass,
-where the one-time compilation (seconds, cached on disk by PyTorch across processes) is repaid
-within a few calls; small ones (tests, a handful of examples) never wait for a compiler. A kernel
-that cannot compile (no C++ compiler, an unsupported platform) runs eagerly from then on, with
-the same numbers up to float rounding; :func:`status` says which kernels fell back and why.
+When to fuse is the caller's choice (``deeplift.attribute(..., fuse=)``): ``True`` always,
+``False`` never, ``"auto"`` (the default) once the work is large enough to repay compiling (a few
+seconds, once per process; PyTorch caches the result on disk for later processes): when one
+call's rule work, or the rule work of this process's calls so far, reaches ``AUTO_WORK``
+element-operations (:func:`resolve`). A short script or a test never waits for a compiler; a
+genome-scale run, or a loop over many batches, runs fused after its first seconds. A kernel that
+cannot compile (no C++ compiler, an unsupported platform) runs eagerly from then on, with the
+same numbers up to float rounding; :func:`status` says which kernels fell back and why.
 """
 
 from __future__ import annotations
@@ -23,15 +25,41 @@ from typing import Callable
 
 from torch import Tensor
 
-#: "auto" fuses a rule whose tensors have at least this many elements (4 MB of float32)
-AUTO_MIN_ELEMENTS = 1 << 20
+#: "auto" fuses once a call's, or the process's, rule work reaches this many element-operations
+#: (per-pair activation elements of every nonlinearity, summed over the pairs): ~0.5e9, where
+#: RevealCancel's eager overhead has cost about as long as compiling (``resolve``)
+AUTO_WORK = 1 << 29
+#: under "auto", tensors smaller than this stay eager even in a fused run (a compiled call has a
+#: fixed cost of tens of microseconds)
+AUTO_MIN_ELEMENTS = 1 << 16
+
+_work_done = 0
+_work_lock = threading.Lock()
+
+
+def resolve(setting: "bool | str", work: int) -> "bool | str":
+    """The fuse setting of one call that does ``work`` element-operations of rules: ``True`` and
+    ``False`` stay; ``"auto"`` becomes ``"large"`` (fuse tensors of at least
+    ``AUTO_MIN_ELEMENTS``) when this call plus the earlier unfused calls of the process reach
+    ``AUTO_WORK``, else False (and the call's work counts towards it)."""
+    global _work_done
+    if setting != "auto":
+        return setting
+    if work <= 0:
+        return False
+    with _work_lock:
+        if _work_done + work >= AUTO_WORK:
+            return "large"
+        _work_done += work
+    return False
 
 
 def should_fuse(setting: "bool | str", t: "Tensor | int") -> bool:
-    """Whether a rule on tensors like ``t`` (or of ``t`` elements) runs its fused kernel."""
+    """Whether a rule on tensors like ``t`` (or of ``t`` elements) runs its fused kernel under a
+    resolved setting (see :func:`resolve`)."""
     if setting is True or setting is False:
         return setting
-    return (t if isinstance(t, int) else t.numel()) >= AUTO_MIN_ELEMENTS
+    return setting == "large" and (t if isinstance(t, int) else t.numel()) >= AUTO_MIN_ELEMENTS
 
 
 class FusedKernel:

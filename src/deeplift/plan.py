@@ -11,19 +11,19 @@ out twice.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from . import arrays
+from . import arrays, fusion
 from .engine import PairRunner, RuleOptions, TargetSpec
 from .conservation import warn_if_not_conserved
 from .errors import InputError
 from .graph import Model
-from .layers.activations import LogSoftmax, Sigmoid, Softmax
+from .layers.activations import Activation, LogSoftmax, Sigmoid, Softmax
 from .methods import Method, get_method, rule_resolver
 from .precision import rules_model
 
@@ -303,6 +303,19 @@ def make_plan(model: Any, inputs: Any, references: Any = None, method: Any = "re
                 bool(return_node_deltas), to_numpy, user_device, n_attributed)
 
 
+def _rule_work(plan: Plan) -> int:
+    """Element-operations of the nonlinearity rules a plan runs: pairs × the per-example size of
+    every nonlinearity's output (0 for gradient methods, whose rules are single fused ops)."""
+    if not plan.method.sums_to_delta:
+        return 0
+    names = [n for n, layer in plan.model.layers.items() if isinstance(layer, Activation)]
+    if not names:
+        return 0
+    shapes = plan.model.layer_shapes(plan.xs, names)
+    per_example = sum(math.prod(shapes[n][1:]) for n in names if n in shapes)
+    return plan.n_pairs * per_example
+
+
 def _as_tuple(value: Any) -> tuple:
     if value is None:
         return ()
@@ -334,8 +347,9 @@ def _with_extra_references(references: Any, n_attributed: int, extra: tuple, n_i
 def execute(plan: Plan):
     """Run a plan; returns what :func:`deeplift.attribute` returns."""
     rule_for = rule_resolver(plan.model, plan.method)
+    options = replace(plan.options, fuse=fusion.resolve(plan.options.fuse, _rule_work(plan)))
     runner = PairRunner(plan.model, plan.method, plan.target, plan.score_names, plan.shapes,
-                        rule_for, plan.options, plan.hypothetical, plan.return_delta)
+                        rule_for, options, plan.hypothetical, plan.return_delta)
     if plan.return_node_deltas:
         runner.node_errors = {}
     scores, deltas = runner.run(plan.xs, plan.refs, plan.n_refs, plan.batch_size, plan.steps,

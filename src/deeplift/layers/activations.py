@@ -81,6 +81,9 @@ class Activation(Layer):
     original API's model wrappers; the methods of ``deeplift.attribute`` choose rules themselves.
     """
 
+    #: its backward returns tensors it allocated (the engine may accumulate into them)
+    fresh_multipliers = True
+
     def __init__(self, name: str | None = None, nonlinear_mxts_mode: str | None = None) -> None:
         super().__init__(name)
         self.nonlinear_mxts_mode = nonlinear_mxts_mode

@@ -327,6 +327,9 @@ class SignSplitLinear(Layer):
     and ``forward``.
     """
 
+    #: its backward returns tensors it allocated (the engine may accumulate into them)
+    fresh_multipliers = True
+
     weight: Tensor
 
     def apply(self, x: Tensor, weight: Tensor) -> Tensor:

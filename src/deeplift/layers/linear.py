@@ -216,13 +216,12 @@ class Reduce(SignPreservingLinear):
     def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         shape, _, _ = state.pair_shape(self.inputs[0], m.shape[0])
         dims = self._dims(len(shape))
+        if self.mean:  # divided before it is broadcast: one small division, not a full one
+            m = m / math.prod(shape[d] for d in dims)
         if not self.keepdim:
             for d in dims:
                 m = m.unsqueeze(d)
-        m = m.expand(shape)
-        if self.mean:
-            m = m / math.prod(shape[d] for d in dims)
-        return [m]
+        return [m.expand(shape)]
 
     def describe(self) -> str:
         return f"{'Mean' if self.mean else 'Sum'}{self.dims}"

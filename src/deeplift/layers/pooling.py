@@ -28,6 +28,9 @@ class _MaxRouting(Layer):
     """Shared rule: per output, a (weight, index) pair for the input argmax and the reference
     argmax within a flattened view ``(B, C, S)`` of the input."""
 
+    #: its backward returns tensors it allocated (the engine may accumulate into them)
+    fresh_multipliers = True
+
     def flat_view(self, t: Tensor) -> Tensor:
         """Input-shaped tensor -> (B, C, S) view over which indices are taken."""
         raise NotImplementedError
