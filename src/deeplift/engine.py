@@ -72,6 +72,9 @@ class PassState:
         #: True during the last backward of the pass: a layer's rule state is read for the last
         #: time by its own backward, which may then reuse it in place (see ``State``)
         self.final_backward = False
+        #: True while a layer's backward runs on multipliers that nothing else holds: it may
+        #: overwrite them (see ``State``)
+        self.owns_incoming = False
 
     # -- per-pair values --------------------------------------------------------------------------
     def x(self, name: str) -> Tensor:
@@ -225,15 +228,16 @@ def _storage(t: Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
 
-def _fresh_flags(layer: Layer, grads: list[Multipliers], m_pos: Tensor, m_neg: Tensor | None
+def _fresh_flags(layer: Layer, grads: list[Multipliers], incoming: Multipliers | None
                  ) -> list[bool]:
     """Which of a layer's returned multipliers are tensors of their own that nothing else holds
     (so a sum may be accumulated into them): the layer says its backward allocates
     (``fresh_multipliers``), and each is contiguous, single (no ``m⁻``), not sharing storage with
-    the multipliers the layer received nor with another returned one."""
+    the multipliers the layer received (``incoming``; None when they were the engine's own and
+    handed over) nor with another returned one."""
     if not getattr(layer, "fresh_multipliers", False):
         return [False] * len(grads)
-    taken = {_storage(m_pos)} | (set() if m_neg is None else {_storage(m_neg)})
+    taken = set() if incoming is None else {_storage(t) for t in incoming if t is not None}
     counts: dict[int, int] = {}
     for gp, _ in grads:
         counts[_storage(gp)] = counts.get(_storage(gp), 0) + 1
@@ -305,11 +309,13 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
         layer = model.layers[name]
         if isinstance(layer, (Input, Constant)):
             continue
+        # (not when the node table reads the layer's incoming multipliers after its backward)
+        state.owns_incoming = name in owned and name not in wanted and node_errors is None
         grads = layer.backward(state, m_pos, m_neg)
         if node_errors is not None:
             error = node_conservation_error(model, state, name, (m_pos, m_neg), grads)
             node_errors[name] = max(node_errors.get(name, 0.0), error)
-        fresh = _fresh_flags(layer, grads, m_pos, m_neg)
+        fresh = _fresh_flags(layer, grads, None if state.owns_incoming else (m_pos, m_neg))
         for inp, g, g_fresh in zip(layer.inputs, grads, fresh):
             if inp in relevant and not isinstance(model.layers[inp], Constant):
                 if inp in mults:

@@ -136,8 +136,8 @@ class Activation(Layer):
     def rescale_times(self, state, m: Tensor) -> Tensor | None:
         """``m`` times the Rescale factor in one fused loop when no rule has asked for the
         factor itself (the Rescale method's backward); None when it runs op by op."""
-        if not state.difference_based or state.is_cached(self, "rescale"):
-            return None
+        if not state.difference_based or state.is_cached(self, "rescale") or m.shape[0] != 1:
+            return None  # several targets: the factor once, then a product per target
         fused = self._fused(state, m.numel(), "rescale_times", _rescale_times_kernel)
         return None if fused is None else fused(True, m, *self._rescale_inputs(state))
 
@@ -247,6 +247,8 @@ class Rescale(RescaleSplit):
             if fused is not None:
                 return [(fused, None)]
         s = layer.rescale_factor(state)
+        if m_neg is None and state.owns_incoming and m_pos.is_contiguous() and s.shape == m_pos.shape[1:]:
+            return [(m_pos.mul_(s), None)]  # the multipliers are ours to overwrite
         if m_neg is None and state.final_backward and m_pos.shape[0] == 1 and s.shape == m_pos.shape[1:]:
             return [(s.mul_(m_pos[0]).unsqueeze(0), None)]  # s is not read again
         return [(s * m_pos, None if m_neg is None else s * m_neg)]
@@ -327,7 +329,10 @@ class ReLU(Activation):
     def times_gradient(self, state: State, m: Tensor) -> Tensor:
         # m·[x>0] in one fused pass (autograd's own ReLU backward), not f'(x) then a product:
         # the gradient methods and integrated gradients spend most of their time here
-        return torch.ops.aten.threshold_backward(m, state.x(self.inputs[0]), 0)
+        x = state.x(self.inputs[0])
+        if state.owns_incoming and m.is_contiguous() and m.shape[1:] == x.shape:
+            return torch.ops.aten.threshold_backward.grad_input(m, x, 0, grad_input=m)
+        return torch.ops.aten.threshold_backward(m, x, 0)
 
 
 class LeakyReLU(Activation):

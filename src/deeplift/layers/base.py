@@ -56,6 +56,9 @@ class State(Protocol):
     #: the last backward of the pass: what a layer's rule cached is read by nothing after its
     #: own backward, which may overwrite it (saves an activation-sized allocation per layer)
     final_backward: bool
+    #: the multipliers given to the running ``backward`` are held by nothing else: it may write
+    #: its result into them (and return them)
+    owns_incoming: bool
 
     def x(self, name: str) -> Tensor:
         """Layer ``name``'s output for the example of every pair, (P, ...)."""
