@@ -401,6 +401,14 @@ def _cat_multipliers(parts: list) -> tuple:
     return pos, torch.cat([p if n is None else n for p, n in parts])
 
 
+#: largest multiplier tensor (all targets of a backward pass, one layer) a pass aims for. glibc's
+#: malloc maps blocks above its mmap threshold (32 MB at most) fresh from the operating system at
+#: every allocation, and page-faulting them in cost more than another pass over the layers: all
+#: 10 classes of the image CNN of ``benchmarks/bench_methods.py`` took 6.4x one gradient in passes
+#: of 2 targets (16 MB), 7.8x in one pass of 10 (84 MB tensors), plain process
+PASS_BYTES = 16 << 20
+
+
 class PairRunner:
     """Splits the (example, reference) pairs into batches and accumulates per-example means."""
 
@@ -511,13 +519,16 @@ class PairRunner:
 
     def _backward(self, state: PassState, ex: Tensor, score_names: list[str] | None = None):
         """Multipliers of every score layer for all targets: the targets' seeds are stacked and go
-        back together, in as few passes as keep (targets × pairs) rows within 16 × batch_size
-        (one pass unless there are very many targets, e.g. every class of a large classifier)."""
+        back together, in passes whose multiplier tensors stay within ``PASS_BYTES`` (and
+        16 × batch_size rows): one pass for one target; for every class of a classifier, a few.
+        Rule state (e.g. Rescale factors) is computed once and shared by the passes."""
         score_names = self.score_names if score_names is None else score_names
         shape = self.shapes[self.spec.layer][1:]
         seeds = target_seeds(self.spec, ex, shape, state.x(self.spec.layer).dtype,
                              state.x(self.spec.layer).device)
-        per_pass = max(1, (16 * self.batch_size) // len(ex))
+        largest = max((v[0].numel() * v.element_size() for name, v in state.x_values.items()
+                       if v.ndim > 0 and len(v) and not state.is_constant(name)), default=1)
+        per_pass = max(1, min((16 * self.batch_size) // len(ex), PASS_BYTES // (largest * len(ex))))
         starts = range(0, seeds.shape[0], per_pass)
         chunks = [backward(self.model, state, self.spec.layer, seeds[t:t + per_pass],
                            score_names, self.node_errors, release=t == starts[-1])
