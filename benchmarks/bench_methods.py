@@ -17,9 +17,11 @@ Rows (the goals are those of issue 10):
 
 Timing: interleaved rounds (the baseline, then every row, again and again), the median of each
 row's per-round ratio to the baseline; ``spread`` is the largest over the smallest per-round
-ratio. Memory: each row runs once in a fresh process and reports how far its resident set's
-high-water mark rose above the process's state after a warm-up (CUDA: the allocator's peak), as a
-ratio to the same for the autograd gradient. Run on a quiet machine.
+ratio. Memory: each row runs in a fresh process, once to warm up and once measured: the peak of
+torch's allocator during the call (CPU: from the profiler's allocation events; CUDA: the
+allocator's peak), as a ratio to the same for the autograd gradient. ``rescale, 4x the
+examples`` runs 4 batches: its memory equal to ``rescale``'s shows it is flat over batches. Run
+on a quiet machine.
 """
 
 from __future__ import annotations
@@ -129,6 +131,9 @@ def rows(kind: str, module: nn.Module, x: torch.Tensor, ref: torch.Tensor, peers
         if kind == "image":
             out["all 10 targets (rescale)" + label] = (ours("rescale", target="all", fuse=fuse), "<= 7")
     out["integrated_gradients 50 steps"] = (ours("integrated_gradients", steps=50), "<= 50")
+    x4 = x.repeat(4, *([1] * (x.ndim - 1)))
+    out["rescale, 4x the examples"] = (lambda: deeplift.attribute(
+        model, x4, ref, method="rescale", target=0, batch_size=n), "memory as rescale")
     if peers:
         out.update(peer_rows(kind, module, x, ref))
     return out
@@ -193,18 +198,26 @@ def time_rows(calls: dict, rounds: int, device: str) -> dict[str, tuple[float, f
     return out
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
+def allocator_peak(call: Callable[[], object]) -> float:
+    """Peak bytes held by torch's CPU allocator during ``call`` above what it held before, from
+    the profiler's allocation events (every tensor, the peers' included; freed memory the C
+    library keeps for reuse does not count, so the figure does not depend on what ran before)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage),
+                    key=lambda e: e.time_range.start)
+    live = peak = 0
+    for e in events:
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return float(peak)
 
 
 def memory_child(kind: str, row: str, batch: int, device: str, threads: int) -> None:
-    """Run one row once in this fresh process; print how far memory rose above what the process
-    held just before the call (MB): the resident set's high-water mark, reset right before the
-    call (Linux ``clear_refs``), or on CUDA the allocator's peak."""
+    """Run one row in this fresh process, once to warm up and once measured; print the peak
+    memory of the measured call above what was held before it (MB): torch's allocator on CPU
+    (``allocator_peak``), the CUDA allocator's peak on a GPU."""
     torch.set_num_threads(threads)
     warnings.simplefilter("ignore")
     module, x, ref = make_case(kind, batch, device)
@@ -214,16 +227,12 @@ def memory_child(kind: str, row: str, batch: int, device: str, threads: int) -> 
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
+        calls[row][0]()
+        torch.cuda.synchronize()
+        rise = torch.cuda.max_memory_allocated() - before
     else:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the peak resident set size to the current one
-        before = _status_kb("VmRSS") * 1024
-    calls[row][0]()
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        peak = _status_kb("VmHWM") * 1024
-    print(json.dumps({"rise_mb": max(peak - before, 0) / 2 ** 20}))
+        rise = allocator_peak(calls[row][0])
+    print(json.dumps({"rise_mb": max(rise, 0) / 2 ** 20}))
 
 
 def peak_memory(kind: str, names: list[str], batch: int, device: str, threads: int) -> dict[str, float]:

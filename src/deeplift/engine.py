@@ -401,7 +401,8 @@ def _cat_multipliers(parts: list) -> tuple:
     return pos, torch.cat([p if n is None else n for p, n in parts])
 
 
-#: largest multiplier tensor (all targets of a backward pass, one layer) a pass aims for. glibc's
+#: on CPU, the largest tensor (one layer, all rows of a batch or all targets of a backward pass)
+#: a pass aims for. glibc's
 #: malloc maps blocks above its mmap threshold (32 MB at most) fresh from the operating system at
 #: every allocation, and page-faulting them in cost more than another pass over the layers: all
 #: 10 classes of the image CNN of ``benchmarks/bench_methods.py`` took 6.4x one gradient in passes
@@ -428,6 +429,7 @@ class PairRunner:
 
     def run(self, xs: list[Tensor], refs: list[Tensor] | None, n_refs: int, batch_size: int,
             steps: int, progress: bool):
+        batch_size = self._cpu_batch_cap(xs, batch_size)
         self.batch_size = batch_size
         n = xs[0].shape[0]
         t = len(self.spec.indices)
@@ -458,6 +460,19 @@ class PairRunner:
                 if batch_delta is not None:
                     deltas[ex, rf] = batch_delta.transpose(0, 1)
         return scores, deltas
+
+    def _cpu_batch_cap(self, xs: list[Tensor], batch_size: int) -> int:
+        """On CPU, at most as many rows per batch as keep the largest layer's tensor within
+        ``PASS_BYTES``: smaller batches of the same pairs give the same scores, and larger
+        ones page-fault every activation in afresh (10 shuffled references per sequence of the
+        BPNet-like benchmark model: 10.8x one gradient at 32 pairs per batch, 18x at 256)."""
+        if xs[0].device.type != "cpu":
+            return batch_size
+        shapes = self.model.layer_shapes(xs, self.model.layer_names)
+        itemsize = torch.empty((), dtype=self.model.dtype).element_size()
+        largest = max((math.prod(s[1:]) for n, s in shapes.items()
+                       if not isinstance(self.model.layers[n], Constant)), default=1) * itemsize
+        return max(1, min(batch_size, PASS_BYTES // max(largest, 1)))
 
     # -- one batch ------------------------------------------------------------------------------
     def _batch(self, xs, refs, ex: Tensor, rf: Tensor, steps: int):
@@ -526,9 +541,11 @@ class PairRunner:
         shape = self.shapes[self.spec.layer][1:]
         seeds = target_seeds(self.spec, ex, shape, state.x(self.spec.layer).dtype,
                              state.x(self.spec.layer).device)
-        largest = max((v[0].numel() * v.element_size() for name, v in state.x_values.items()
-                       if v.ndim > 0 and len(v) and not state.is_constant(name)), default=1)
-        per_pass = max(1, min((16 * self.batch_size) // len(ex), PASS_BYTES // (largest * len(ex))))
+        per_pass = max(1, (16 * self.batch_size) // len(ex))
+        if seeds.device.type == "cpu":
+            largest = max((v[0].numel() * v.element_size() for name, v in state.x_values.items()
+                           if v.ndim > 0 and len(v) and not state.is_constant(name)), default=1)
+            per_pass = max(1, min(per_pass, PASS_BYTES // (largest * len(ex))))
         starts = range(0, seeds.shape[0], per_pass)
         chunks = [backward(self.model, state, self.spec.layer, seeds[t:t + per_pass],
                            score_names, self.node_errors, release=t == starts[-1])
