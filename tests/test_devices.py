@@ -84,3 +84,16 @@ def test_numpy_inputs_come_back_as_numpy_from_a_model_on_the_device(case, device
     assert isinstance(got, np.ndarray)
     expected = deeplift.attribute(model, x, r, method="reveal_cancel", target=1)
     assert np.allclose(got, expected.numpy(), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", ["rescale", "reveal_cancel", "genomics_default"])
+def test_fused_rule_kernels_give_the_cpu_result_on_the_device(case, method, device):
+    """The compiled kernels (Triton on a GPU, C++ on CPU) against the eager CPU rules."""
+    model, x, r = case
+    expected = deeplift.attribute(model, x, r, method=method, target="all", fuse=False)
+    moved = copy.deepcopy(model).to(device)
+    got = deeplift.attribute(moved, x.to(device), r.to(device), method=method, target="all",
+                             fuse=True)
+    assert got.device.type == device
+    assert torch.allclose(got.cpu(), expected, rtol=1e-9, atol=1e-10)

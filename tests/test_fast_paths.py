@@ -1,0 +1,185 @@
+"""The speed machinery changes no number: fused rule kernels against the op-by-op rules, passes
+split by size against one pass, in-place accumulation against fresh sums, values released as the
+backward goes against values kept — plus the fallback and the "auto" policy of ``fuse``."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+import deeplift
+from deeplift import engine, fusion
+from deeplift.errors import InputError
+from random_models import single_thread
+
+DEEPLIFT = ["rescale", "reveal_cancel", "genomics_default"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
+
+
+class ResidualNet(nn.Module):
+    """Conv stem, two residual ReLU blocks, a sigmoid and a tanh branch, max pool, dense head:
+    every fused rule (Rescale, RevealCancel, the linear split) and a residual sum of two paths."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv1d(4, 6, 5, padding=2)
+        self.blocks = nn.ModuleList(nn.Conv1d(6, 6, 3, padding=d, dilation=d) for d in (1, 2))
+        self.gate = nn.Conv1d(6, 6, 1)
+        self.pool = nn.MaxPool1d(2)
+        self.head = nn.Linear(6 * 8, 5)
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        for conv in self.blocks:
+            h = h + torch.relu(conv(h))
+        h = torch.sigmoid(self.gate(h)) + torch.tanh(h)
+        return self.head(self.pool(h).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return ResidualNet().double().eval()
+
+
+@pytest.fixture(scope="module")
+def x():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(5, 4, 16, generator=g, dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def refs(x):
+    g = torch.Generator().manual_seed(2)  # 3 references per example: the per-pair gather path
+    return torch.randn(5, 3, 4, 16, generator=g, dtype=torch.float64)
+
+
+def _compiler_or_skip():
+    if shutil.which("cc") is None and shutil.which("gcc") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler: torch.compile cannot build CPU kernels here (the eager "
+                    "fallback is tested by test_a_kernel_that_cannot_compile_runs_eagerly)")
+
+
+@pytest.mark.parametrize("method", DEEPLIFT)
+def test_fused_kernels_give_the_op_by_op_scores(net, x, refs, method):
+    _compiler_or_skip()
+    eager = deeplift.attribute(net, x, refs, method=method, target="all", fuse=False)
+    fused, delta = deeplift.attribute(net, x, refs, method=method, target="all", fuse=True,
+                                      return_delta=True)
+    torch.testing.assert_close(fused, eager, rtol=1e-9, atol=1e-12)
+    assert float(delta.abs().max()) < 1e-10  # summation-to-delta, float64
+    used = {name: s for name, s in fusion.status().items() if s != "not used yet"}
+    assert used and all(s == "compiled" for s in used.values()), used
+
+
+def test_fused_kernels_on_one_shared_reference_and_one_target(net, x):
+    _compiler_or_skip()
+    r = torch.zeros_like(x[:1])
+    for method in DEEPLIFT:
+        eager = deeplift.attribute(net, x, r, method=method, fuse=False)
+        fused = deeplift.attribute(net, x, r, method=method, fuse=True)
+        torch.testing.assert_close(fused, eager, rtol=1e-9, atol=1e-12)
+
+
+def test_a_kernel_that_cannot_compile_runs_eagerly(monkeypatch, net, x, refs):
+    def no_compiler(fn, **kwargs):
+        def fail(*args):
+            raise RuntimeError("InductorError: no working C++ compiler found\nmore detail")
+        return fail
+    monkeypatch.setattr(fusion, "_KERNELS", {})
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    eager = deeplift.attribute(net, x, refs, method="reveal_cancel", fuse=False)
+    fell_back = deeplift.attribute(net, x, refs, method="reveal_cancel", fuse=True)
+    torch.testing.assert_close(fell_back, eager, rtol=0, atol=0)
+    status = fusion.status()
+    assert status and all(s == "RuntimeError: InductorError: no working C++ compiler found"
+                          for s in status.values()), status
+
+
+def test_an_error_of_the_arguments_is_not_taken_for_a_compiler_failure(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    k = fusion.FusedKernel(lambda a, b: a + b, "add")
+    with pytest.raises(RuntimeError, match="size"):
+        k(True, torch.ones(2), torch.ones(3))
+    assert k.failure is None
+    torch.testing.assert_close(k(True, torch.ones(2), torch.ones(2)), torch.full((2,), 2.0))
+
+
+def test_auto_fuses_once_the_work_would_repay_compiling(monkeypatch):
+    monkeypatch.setattr(fusion, "_work_done", 0)
+    monkeypatch.setattr(fusion, "AUTO_WORK", 100)
+    assert [fusion.resolve("auto", 30) for _ in range(3)] == [False, False, False]
+    assert fusion.resolve("auto", 30) == "large"  # 90 done + 30 >= 100
+    assert fusion.resolve("auto", 500) == "large"
+    assert fusion.resolve("auto", 0) is False  # gradient methods: nothing to fuse
+    assert fusion.resolve(True, 0) is True and fusion.resolve(False, 10 ** 12) is False
+    assert not fusion.should_fuse("large", fusion.AUTO_MIN_ELEMENTS - 1)
+    assert fusion.should_fuse("large", fusion.AUTO_MIN_ELEMENTS)
+    assert fusion.should_fuse(True, 1) and not fusion.should_fuse(False, 10 ** 9)
+
+
+def test_a_small_call_never_compiles(monkeypatch, net, x, refs):
+    monkeypatch.setattr(fusion, "_work_done", 0)
+
+    def refuse(self):
+        raise AssertionError("a small call compiled a kernel")
+    monkeypatch.setattr(fusion.FusedKernel, "_compiled_fn", refuse)
+    deeplift.attribute(net, x, refs, method="reveal_cancel", target="all")
+
+
+def test_fuse_must_be_true_false_or_auto(net, x):
+    with pytest.raises(InputError, match="fuse must be True, False or 'auto'"):
+        deeplift.attribute(net, x, method="rescale", fuse="yes")
+
+
+# ---------------------------------------------------------------------------------------------
+# passes and batches split by size, memory handed over
+
+
+@pytest.mark.parametrize("method", DEEPLIFT + ["gradient", "integrated_gradients"])
+def test_passes_and_batches_split_by_size_give_the_same_scores(monkeypatch, net, x, refs, method):
+    r = None if method == "gradient" else refs
+    whole = deeplift.attribute(net, x, r, method=method, target="all", fuse=False)
+    monkeypatch.setattr(engine, "PASS_BYTES", 1)  # one row per batch, one target per pass
+    split = deeplift.attribute(net, x, r, method=method, target="all", fuse=False)
+    torch.testing.assert_close(split, whole, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("method", DEEPLIFT + ["gradient"])
+def test_accumulating_in_place_changes_no_bit(monkeypatch, net, x, refs, method):
+    r = None if method == "gradient" else refs
+    in_place = deeplift.attribute(net, x, r, method=method, target="all", fuse=False)
+    monkeypatch.setattr(engine, "_fresh_flags", lambda layer, grads, incoming: [False] * len(grads))
+    monkeypatch.setattr(engine, "_accumulate", lambda a, a_owned, b, b_fresh: engine._add(a, b))
+    monkeypatch.setattr(engine.PassState, "owns_incoming", property(lambda self: False,
+                                                                     lambda self, v: None),
+                        raising=False)
+    fresh = deeplift.attribute(net, x, r, method=method, target="all", fuse=False)
+    assert torch.equal(in_place, fresh)
+
+
+def test_a_pass_releases_each_layers_values_once_its_backward_is_done(net, x):
+    model = deeplift.convert(net, x[:2])
+    names = model.layer_names
+    target, inp = names[-1], model.input_names[0]
+    r = torch.zeros_like(x)
+    kept = {}
+    for release in (False, True):
+        x_values, r_values = engine.forward_together(model, [x], [r], names)
+        state = engine.PassState(model, x_values, r_values, None, None, lambda layer: "rescale",
+                                 engine.RuleOptions(fuse=False))
+        seeds = torch.zeros((1, *x_values[target].shape), dtype=x.dtype)
+        seeds[0, :, 0] = 1
+        out = engine.backward(model, state, target, seeds, [inp], release=release)
+        kept[release] = (set(x_values), out[inp][0])
+    assert kept[False][0] == set(names)
+    assert kept[True][0] <= {target, inp} | {n for n in names if state.is_constant(n)}
+    assert torch.equal(kept[True][1], kept[False][1])
