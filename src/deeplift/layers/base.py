@@ -78,6 +78,9 @@ class State(Protocol):
     def delta(self, name: str) -> Tensor:
         """``x − r`` of layer ``name`` (for gradient methods, ``x``: only its sign is read)."""
 
+    def owned_delta(self, name: str) -> Tensor:
+        """``x − r`` of layer ``name`` as a new tensor the caller may overwrite."""
+
     def split(self, name: str) -> Split:
         """``(Δ⁺, Δ⁻)`` of layer ``name``'s output, by that layer's own ``split``."""
 
