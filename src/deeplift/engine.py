@@ -135,8 +135,8 @@ class PassState:
         return self._delta[name]
 
     def owned_delta(self, name: str) -> Tensor:
-        """``x − r`` of a layer as a new tensor the caller may overwrite (the cached one if
-        nothing else has asked for it: it is then handed over, not kept)."""
+        """``x − r`` of a layer as a new tensor the caller may overwrite (not cached: a rule that
+        only needs it on the way to its own result computes it in place)."""
         if name in self._delta:
             return self._delta[name].clone()
         if self.is_constant(name) or not self.difference_based:

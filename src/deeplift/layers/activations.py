@@ -26,19 +26,13 @@ from ..rules import nonlinearity_rule, register_nonlinearity_rule
 from .base import Layer, Multipliers, PerPairLinearMap, Split, State, take
 from .linear import as_tensor
 
+
 def _below(t: Tensor, bound: float) -> Tensor | None:
     """The mask ``t < bound``, or None when no element is below it. The test is a min, a
     single read of ``t`` (comparing first then reducing the boolean mask costs three passes)."""
     if t.numel() == 0 or not bool(t.amin() < bound):
         return None
     return t < bound
-
-
-def _above(t: Tensor, bound: float) -> Tensor | None:
-    """The mask ``t > bound``, or None when no element is above it (see :func:`_below`)."""
-    if t.numel() == 0 or not bool(t.amax() > bound):
-        return None
-    return t > bound
 
 
 def _rescale_kernel(f, d, xi: Tensor, xo: Tensor, x_index: Tensor | None, ri: Tensor, ro: Tensor,
