@@ -402,11 +402,12 @@ def _cat_multipliers(parts: list) -> tuple:
 
 
 #: on CPU, the largest tensor (one layer, all rows of a batch or all targets of a backward pass)
-#: a pass aims for. glibc's
-#: malloc maps blocks above its mmap threshold (32 MB at most) fresh from the operating system at
-#: every allocation, and page-faulting them in cost more than another pass over the layers: all
-#: 10 classes of the image CNN of ``benchmarks/bench_methods.py`` took 6.4x one gradient in passes
-#: of 2 targets (16 MB), 7.8x in one pass of 10 (84 MB tensors), plain process
+#: a pass aims for. glibc's malloc maps blocks above its mmap threshold (32 MB at most) fresh from
+#: the operating system at every allocation, and page-faulting them in costs more than the
+#: arithmetic: ``benchmarks/bench_pass_size.py`` measured 10 shuffled references for 64 sequences
+#: of the BPNet-like model (``batch_size=640``) at 13.5x one gradient with this cap, 17.5x at
+#: 64 MB and 33.7x without; all 10 classes of the image CNN at 5.7x / 6.1x / 5.9x (there the
+#: smaller passes save memory, not time)
 PASS_BYTES = 16 << 20
 
 
@@ -464,8 +465,7 @@ class PairRunner:
     def _cpu_batch_cap(self, xs: list[Tensor], batch_size: int) -> int:
         """On CPU, at most as many rows per batch as keep the largest layer's tensor within
         ``PASS_BYTES``: smaller batches of the same pairs give the same scores, and larger
-        ones page-fault every activation in afresh (10 shuffled references per sequence of the
-        BPNet-like benchmark model: 10.8x one gradient at 32 pairs per batch, 18x at 256)."""
+        ones page-fault every activation in afresh (see ``PASS_BYTES``)."""
         if xs[0].device.type != "cpu":
             return batch_size
         shapes = self.model.layer_shapes(xs, self.model.layer_names)
