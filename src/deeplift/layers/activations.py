@@ -49,6 +49,13 @@ def _rescale_times_kernel(f, d, m: Tensor, xi: Tensor, xo: Tensor, x_index: Tens
     return m * _rescale_kernel(f, d, xi, xo, x_index, ri, ro, eps)
 
 
+def _reveal_cancel_factors_kernel(f, d, p: Tensor, n: Tensor, r: Tensor, xo: Tensor,
+                                  x_index: Tensor | None, ro: Tensor, eps: float
+                                  ) -> tuple[Tensor, Tensor]:
+    """``(s⁺, s⁻)`` of RevealCancel alone (``Δy±`` computed in the loop, never stored)."""
+    return _reveal_cancel_kernel(f, d, p, n, r, xo, x_index, ro, eps)[2:]
+
+
 def _reveal_cancel_kernel(f, d, p: Tensor, n: Tensor, r: Tensor, xo: Tensor,
                           x_index: Tensor | None, ro: Tensor, eps: float
                           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -151,40 +158,60 @@ class Activation(Layer):
             return s
         return state.cached(self, "rescale", compute)
 
+    def reveal_cancel_factors(self, state) -> tuple[Tensor, Tensor]:
+        """``(s⁺, s⁻)`` for RevealCancel's backward. Unless a split asked for the parts first,
+        ``Δy⁺``/``Δy⁻`` are not kept (nor, fused, even written): two activation-sized tensors less
+        at the memory peak of a pass, which is at the backward of the first, largest layers."""
+        if (state.is_cached(self, "reveal_cancel")
+                or type(self).reveal_cancel_parts is not Activation.reveal_cancel_parts):
+            return self.reveal_cancel_parts(state)[2:]
+
+        def compute():
+            fused = self._fused(state, state.pair_numel(self.inputs[0]), "reveal_cancel_factors",
+                                _reveal_cancel_factors_kernel)
+            if fused is None or state.options.original_quirks:
+                return self._reveal_cancel(state)[2:]
+            p, n = state.split(self.inputs[0])
+            return fused(True, p, n, state.r_broadcast(self.inputs[0]), *state.x_rows(self.name),
+                         state.r_broadcast(self.name), state.options.near_zero)
+        return state.cached(self, "reveal_cancel_factors", compute)
+
     def reveal_cancel_parts(self, state) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(Δy⁺, Δy⁻, s⁺, s⁻)``."""
-        def compute():
-            inp = self.inputs[0]
-            p, n = state.split(inp)
-            r = state.r_broadcast(inp)
-            fr = state.r_broadcast(self.name)
-            eps = state.options.near_zero
-            if state.options.original_quirks:
-                p, n = _pseudocount(p, eps), _pseudocount(n, eps)
-                frp, frn = self.f(r + p), self.f(r + n)
-                pos = 0.5 * ((frp - fr) + (self.f((r + n) + p) - frn))
-                neg = 0.5 * ((frn - fr) + (self.f((r + p) + n) - frp))
-                return pos, neg, pos / p, neg / n
-            fused = self._fused(state, p, "reveal_cancel", _reveal_cancel_kernel)
-            if fused is not None:
-                return fused(True, p, n, r, *state.x_rows(self.name), fr, eps)
-            dy = state.delta(self.name)
+        return state.cached(self, "reveal_cancel", lambda: self._reveal_cancel(state))
+
+    def _reveal_cancel(self, state) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The RevealCancel arithmetic (``reveal_cancel_parts`` caches it)."""
+        inp = self.inputs[0]
+        p, n = state.split(inp)
+        r = state.r_broadcast(inp)
+        fr = state.r_broadcast(self.name)
+        eps = state.options.near_zero
+        if state.options.original_quirks:
+            p, n = _pseudocount(p, eps), _pseudocount(n, eps)
             frp, frn = self.f(r + p), self.f(r + n)
-            # Δy⁺ = ½[(f(r+p) − f(r)) + (f(x) − f(r+n))] = ½[f(r+p) − f(r+n) + Δy]; Δy⁻ = Δy − Δy⁺
-            pos = (frp - frn).add_(dy).mul_(0.5)
-            neg = dy - pos
-            sp, sn = pos / p, neg / n  # inf/nan where a part is 0: replaced just below
-            near_p, near_n = _below(p.abs(), eps), _below(n.abs(), eps)
-            if near_p is not None or near_n is not None:
-                # the limits of Δy⁺/Δx⁺ as Δx⁺ → 0 and of Δy⁻/Δx⁻ as Δx⁻ → 0; not f'(r) alone:
-                # Δy⁺ also holds f(x) − f(r+Δx⁻), whose slope in Δx⁺ is f'(r+Δx⁻)
-                g = self.derivative(r)
-                if near_p is not None:
-                    torch.where(near_p, 0.5 * (g + self.derivative(r + n)), sp, out=sp)
-                if near_n is not None:
-                    torch.where(near_n, 0.5 * (g + self.derivative(r + p)), sn, out=sn)
-            return pos, neg, sp, sn
-        return state.cached(self, "reveal_cancel", compute)
+            pos = 0.5 * ((frp - fr) + (self.f((r + n) + p) - frn))
+            neg = 0.5 * ((frn - fr) + (self.f((r + p) + n) - frp))
+            return pos, neg, pos / p, neg / n
+        fused = self._fused(state, p, "reveal_cancel", _reveal_cancel_kernel)
+        if fused is not None:
+            return fused(True, p, n, r, *state.x_rows(self.name), fr, eps)
+        dy = state.delta(self.name)
+        frp, frn = self.f(r + p), self.f(r + n)
+        # Δy⁺ = ½[(f(r+p) − f(r)) + (f(x) − f(r+n))] = ½[f(r+p) − f(r+n) + Δy]; Δy⁻ = Δy − Δy⁺
+        pos = (frp - frn).add_(dy).mul_(0.5)
+        neg = dy - pos
+        sp, sn = pos / p, neg / n  # inf/nan where a part is 0: replaced just below
+        near_p, near_n = _below(p.abs(), eps), _below(n.abs(), eps)
+        if near_p is not None or near_n is not None:
+            # the limits of Δy⁺/Δx⁺ as Δx⁺ → 0 and of Δy⁻/Δx⁻ as Δx⁻ → 0; not f'(r) alone:
+            # Δy⁺ also holds f(x) − f(r+Δx⁻), whose slope in Δx⁺ is f'(r+Δx⁻)
+            g = self.derivative(r)
+            if near_p is not None:
+                torch.where(near_p, 0.5 * (g + self.derivative(r + n)), sp, out=sp)
+            if near_n is not None:
+                torch.where(near_n, 0.5 * (g + self.derivative(r + p)), sn, out=sn)
+        return pos, neg, sp, sn
 
     # -- the two hooks the engine calls: the rule the method chose does the work ----------------
     def split(self, state: State) -> Split:
@@ -254,7 +281,7 @@ class RevealCancel:
         return pos, neg
 
     def backward(self, layer, state, m_pos, m_neg):
-        _, _, sp, sn = layer.reveal_cancel_parts(state)
+        sp, sn = layer.reveal_cancel_factors(state)
         m_neg = m_pos if m_neg is None else m_neg
         if state.final_backward and m_pos.shape[0] == 1 and sp.shape == m_pos.shape[1:] == sn.shape:
             # the factors are not read again: multiply into them instead of allocating
