@@ -121,6 +121,34 @@ def test_an_error_of_the_arguments_is_not_taken_for_a_compiler_failure(monkeypat
     torch.testing.assert_close(k(True, torch.ones(2), torch.ones(2)), torch.full((2,), 2.0))
 
 
+def _scaled_sum(scale, a, b):
+    return scale * a + b
+
+
+def test_every_kind_of_arguments_gets_a_compiled_variant_of_its_own(monkeypatch):
+    """Kernels made from one function (partials of it) and called with many ranks and dtypes
+    compile once per kind of arguments each: none shares the compiler's per-code-object cache,
+    whose limit of eight recompilations would otherwise turn the rest silently eager."""
+    from functools import partial
+
+    from torch._dynamo.testing import CompileCounter
+    counter = CompileCounter()
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=counter, **kw))
+    kernels = [fusion.FusedKernel(partial(_scaled_sum, s), f"scaled sum {s}") for s in (2.0, 3.0)]
+    shapes = [(3,), (3, 4), (3, 4, 5), (2, 3, 4, 5), (1, 4), (1, 4, 5)]
+    calls = 0
+    for k in kernels:
+        for dtype in (torch.float32, torch.float64):
+            for shape in shapes:
+                a, b = torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype)
+                for _ in range(2):  # the second call reuses the variant
+                    torch.testing.assert_close(k(True, a, b), k.fn(a, b), rtol=0, atol=0)
+                calls += 1
+    assert counter.frame_count == calls == 24
+    assert all(k.failure is None and len(k._variants) == 12 for k in kernels)
+
+
 def test_auto_fuses_once_the_work_would_repay_compiling(monkeypatch):
     monkeypatch.setattr(fusion, "_work_done", 0)
     monkeypatch.setattr(fusion, "AUTO_WORK", 100)
@@ -137,7 +165,7 @@ def test_auto_fuses_once_the_work_would_repay_compiling(monkeypatch):
 def test_a_small_call_never_compiles(monkeypatch, net, x, refs):
     monkeypatch.setattr(fusion, "_work_done", 0)
 
-    def refuse(self):
+    def refuse(self, *signature):
         raise AssertionError("a small call compiled a kernel")
     monkeypatch.setattr(fusion.FusedKernel, "_compiled_fn", refuse)
     deeplift.attribute(net, x, refs, method="reveal_cancel", target="all")

@@ -63,35 +63,77 @@ def should_fuse(setting: "bool | str", t: "Tensor | int") -> bool:
     return setting == "large" and (t if isinstance(t, int) else t.numel()) >= AUTO_MIN_ELEMENTS
 
 
+#: at most this many compiled variants of one kernel (argument ranks, dtypes, devices...); calls
+#: with further kinds of arguments run eagerly
+MAX_VARIANTS = 32
+
+
+def _signature(arg) -> object:
+    """What the compiler specializes a kernel on, for one argument: a tensor's rank, dtype,
+    device, which sizes are 1 (broadcast) and contiguity; a number's type (its value stays
+    symbolic). Each signature gets a compiled variant of its own (:class:`FusedKernel`)."""
+    if isinstance(arg, Tensor):
+        return (arg.dim(), arg.dtype, arg.device.type, tuple(s <= 1 for s in arg.shape),
+                arg.is_contiguous())
+    return type(arg)
+
+
+def _own_code(fn: Callable, name: str) -> Callable:
+    """A function calling ``fn`` whose code object is its own. The compiler keeps its compiled
+    graphs, and a limit of eight recompilations, per code object: kernels sharing one (closures
+    of one ``def``, or ``functools.partial``, which it wraps in a shared frame) would evict each
+    other and, past the limit, silently run eagerly with its guards still checked."""
+    def call(*args):
+        return fn(*args)
+    call.__code__ = call.__code__.replace(co_name=name.replace(" ", "_"))
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
 class FusedKernel:
-    """``fn`` (a function of tensors and Python numbers), compiled on first fused use."""
+    """``fn`` (a function of tensors and Python numbers), compiled on first fused use: one
+    compiled variant per :func:`_signature` of its arguments."""
 
     _lock = threading.Lock()
 
     def __init__(self, fn: Callable, name: str | None = None) -> None:
         self.fn = fn
         self.name = name or getattr(fn, "__name__", "kernel")
-        self._compiled: Callable | None = None
+        self._variants: dict[tuple, Callable] = {}
         self.failure: str | None = None  # why compilation is not used, once it failed
 
     def __call__(self, fuse: bool, *args):
         if fuse and self.failure is None:
-            try:
-                return self._compiled_fn()(*args)
-            except Exception as error:  # noqa: BLE001 - the compiler's failures have many types
-                out = self.fn(*args)  # an error of the arguments themselves raises here
-                first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                self.failure = f"{type(error).__name__}: {first_line}"
-                return out
+            compiled = self._compiled_fn(tuple(_signature(a) for a in args))
+            if compiled is not None:
+                try:
+                    return compiled(*args)
+                except Exception as error:  # noqa: BLE001 - the compiler's failures have many types
+                    out = self.fn(*args)  # an error of the arguments themselves raises here
+                    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                    self.failure = f"{type(error).__name__}: {first_line}"
+                    return out
         return self.fn(*args)
 
-    def _compiled_fn(self) -> Callable:
-        if self._compiled is None:
+    @property
+    def compiled(self) -> bool:
+        """Whether any variant has been compiled (or is being)."""
+        return bool(self._variants)
+
+    def _compiled_fn(self, signature: tuple) -> Callable | None:
+        """The compiled variant for ``signature`` (None past ``MAX_VARIANTS``: eager)."""
+        variant = self._variants.get(signature)
+        if variant is None:
             with self._lock:
-                if self._compiled is None:
+                variant = self._variants.get(signature)
+                if variant is None:
+                    if len(self._variants) >= MAX_VARIANTS:
+                        return None
                     import torch
-                    self._compiled = torch.compile(self.fn, dynamic=True)
-        return self._compiled
+                    name = f"{self.name} {len(self._variants)}"
+                    variant = torch.compile(_own_code(self.fn, name), dynamic=True)
+                    self._variants[signature] = variant
+        return variant
 
 
 _KERNELS: dict[object, FusedKernel] = {}
@@ -108,5 +150,5 @@ def kernel(key: object, make: Callable[[], Callable], name: str) -> FusedKernel:
 
 def status() -> dict[str, str]:
     """Kernel name -> "compiled", "not used yet" or the reason it runs eagerly."""
-    return {k.name: (k.failure or ("compiled" if k._compiled is not None else "not used yet"))
+    return {k.name: (k.failure or ("compiled" if k.compiled else "not used yet"))
             for k in _KERNELS.values()}
