@@ -189,6 +189,40 @@ def test_passes_and_batches_split_by_size_give_the_same_scores(monkeypatch, net,
     torch.testing.assert_close(split, whole, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("target", [0, "all"])
+def test_a_split_is_handed_over_only_where_nothing_reads_it_later(monkeypatch, net, x, refs,
+                                                                   target):
+    """RevealCancel's fused factors overwrite the split of their input (and its values leave
+    the pass) only when computed in the last backward and when the input is a convolution read by that
+    nonlinearity alone: the gate's sigmoid, not the tanh (its input is a sum) nor the ReLUs
+    (the tanh's input split asked for their parts first, which the factors then come from).
+    Scores equal the op-by-op ones, also with the per-layer table, which reads splits later."""
+    _compiler_or_skip()
+    calls = []
+    take_split = engine.PassState.take_split
+
+    def spy(self, name, reader):
+        split, owned = take_split(self, name, reader)
+        calls.append((type(self.model.layers[name]).__name__, type(reader).__name__, owned,
+                      self.final_backward))
+        return split, owned
+    monkeypatch.setattr(engine.PassState, "take_split", spy)
+    monkeypatch.setattr(engine, "PASS_BYTES", 1)  # several passes: only the last hands over
+    eager = deeplift.attribute(net, x, refs, method="reveal_cancel", target=target, fuse=False)
+    assert not calls  # op by op, the factors are new tensors
+    fused = deeplift.attribute(net, x, refs, method="reveal_cancel", target=target, fuse=True)
+    torch.testing.assert_close(fused, eager, rtol=1e-9, atol=1e-12)
+    handed = {(inp, reader) for inp, reader, owned, final in calls if owned}
+    # several passes: the first, not the last, computes the factors, so none is handed over
+    assert handed == ({("Conv", "Sigmoid")} if target == 0 else set())
+    assert ("Add", "Tanh", False, target == 0) in calls
+    calls.clear()
+    table = deeplift.attribute(net, x, refs, method="reveal_cancel", target=target, fuse=True,
+                               return_node_deltas=True)
+    torch.testing.assert_close(table[0], eager, rtol=1e-9, atol=1e-12)
+    assert calls and not any(owned for _, _, owned, _ in calls)
+
+
 @pytest.mark.parametrize("method", DEEPLIFT + ["gradient"])
 def test_accumulating_in_place_changes_no_bit(monkeypatch, net, x, refs, method):
     r = None if method == "gradient" else refs

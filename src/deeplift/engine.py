@@ -75,6 +75,12 @@ class PassState:
         #: True while a layer's backward runs on multipliers that nothing else holds: it may
         #: overwrite them (see ``State``)
         self.owns_incoming = False
+        #: set by ``backward``: whether splits may be handed over (``take_split``), the layer
+        #: whose backward runs, and the layers read after the backward (target, score layers)
+        self.hand_over = False
+        self.running: str | None = None
+        self.keep: frozenset[str] = frozenset()
+        self._order = {n: i for i, n in enumerate(model.layer_names)}
 
     # -- per-pair values --------------------------------------------------------------------------
     def x(self, name: str) -> Tensor:
@@ -170,6 +176,19 @@ class PassState:
             else:
                 self._split[name] = layer.split(self)
         return self._split[name]
+
+    def take_split(self, name: str, reader: Layer) -> tuple[Split, bool]:
+        """``split(name)`` and whether ``reader`` may overwrite it (see ``State.take_split``):
+        then the split and the layer's values leave the pass before ``reader`` computes, so
+        its result can take their place rather than add to the peak."""
+        split = self.split(name)
+        layer = self.model.layers[name]
+        if (not self.hand_over or self.running != reader.name or name in self.keep
+                or not layer.hands_over_split
+                or min(self.model.consumers(name), key=self._order.__getitem__) != reader.name):
+            return split, False
+        self.release(name)
+        return split, True
 
     def is_constant(self, name: str) -> bool:
         return isinstance(self.model.layers[name], Constant)
@@ -294,6 +313,9 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
     """
     relevant = model.ancestors([target]) & model.descendants(score_layers)
     state.final_backward = release
+    # (not when the node table reads splits after the backward)
+    state.hand_over = release and node_errors is None
+    state.keep = frozenset(score_layers) | {target}
     mults: dict[str, Multipliers] = {target: (seeds, None)}
     wanted = set(score_layers)
     owned: set[str] = set()  # layers whose multipliers in ``mults`` are the engine's own tensors
@@ -311,7 +333,9 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
             continue
         # (not when the node table reads the layer's incoming multipliers after its backward)
         state.owns_incoming = name in owned and name not in wanted and node_errors is None
+        state.running = name
         grads = layer.backward(state, m_pos, m_neg)
+        state.running = None
         if node_errors is not None:
             error = node_conservation_error(model, state, name, (m_pos, m_neg), grads)
             node_errors[name] = max(node_errors.get(name, 0.0), error)

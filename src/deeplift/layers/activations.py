@@ -56,6 +56,15 @@ def _reveal_cancel_factors_kernel(f, d, p: Tensor, n: Tensor, r: Tensor, xo: Ten
     return _reveal_cancel_kernel(f, d, p, n, r, xo, x_index, ro, eps)[2:]
 
 
+def _reveal_cancel_factors_into_kernel(f, d, p: Tensor, n: Tensor, r: Tensor, xo: Tensor,
+                                       x_index: Tensor | None, ro: Tensor, eps: float
+                                       ) -> tuple[Tensor, Tensor]:
+    """:func:`_reveal_cancel_factors_kernel` written into ``p`` and ``n`` (each element reads
+    its own ``p``/``n`` before the write): no new activation-sized tensor."""
+    sp, sn = _reveal_cancel_kernel(f, d, p, n, r, xo, x_index, ro, eps)[2:]
+    return p.copy_(sp), n.copy_(sn)
+
+
 def _reveal_cancel_kernel(f, d, p: Tensor, n: Tensor, r: Tensor, xo: Tensor,
                           x_index: Tensor | None, ro: Tensor, eps: float
                           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -118,12 +127,15 @@ class Activation(Layer):
     def _fused(self, state, like: "Tensor | int", kind: str, fn):
         """The fused kernel of rule ``kind`` for this nonlinearity, or None when the rule runs
         op by op (small tensors under ``fuse="auto"``, no plain ``f``/``f'``, original quirks)."""
-        functions = self.fused_functions()
-        if (functions is None or state.options.original_quirks
-                or not should_fuse(state.options.fuse, like)):
+        if not self._fuses(state, like):
             return None
-        f, d = functions
+        f, d = self.fused_functions()
         return kernel((kind, f, d), lambda: partial(fn, f, d), f"{kind} {getattr(f, '__name__', '')}")
+
+    def _fuses(self, state, like: "Tensor | int") -> bool:
+        """Whether this nonlinearity's rules run fused kernels on tensors like ``like``."""
+        return (self.fused_functions() is not None and not state.options.original_quirks
+                and should_fuse(state.options.fuse, like))
 
     def _rescale_inputs(self, state) -> tuple:
         """The arguments of the fused Rescale kernels after ``m``."""
@@ -167,13 +179,16 @@ class Activation(Layer):
             return self.reveal_cancel_parts(state)[2:]
 
         def compute():
-            fused = self._fused(state, state.pair_numel(self.inputs[0]), "reveal_cancel_factors",
-                                _reveal_cancel_factors_kernel)
-            if fused is None or state.options.original_quirks:
+            if not self._fuses(state, state.pair_numel(self.inputs[0])):
                 return self._reveal_cancel(state)[2:]
-            p, n = state.split(self.inputs[0])
-            return fused(True, p, n, state.r_broadcast(self.inputs[0]), *state.x_rows(self.name),
-                         state.r_broadcast(self.name), state.options.near_zero)
+            r = state.r_broadcast(self.inputs[0])  # (taking the split releases the input)
+            (p, n), owned = state.take_split(self.inputs[0], self)
+            # when nothing else reads the input's split, the factors take its place
+            fused = (self._fused(state, p, "reveal_cancel_factors_into",
+                                 _reveal_cancel_factors_into_kernel) if owned else
+                     self._fused(state, p, "reveal_cancel_factors", _reveal_cancel_factors_kernel))
+            return fused(True, p, n, r, *state.x_rows(self.name), state.r_broadcast(self.name),
+                         state.options.near_zero)
         return state.cached(self, "reveal_cancel_factors", compute)
 
     def reveal_cancel_parts(self, state) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -84,6 +84,12 @@ class State(Protocol):
     def split(self, name: str) -> Split:
         """``(Δ⁺, Δ⁻)`` of layer ``name``'s output, by that layer's own ``split``."""
 
+    def take_split(self, name: str, reader: "Layer") -> tuple[Split, bool]:
+        """``split(name)`` for ``reader``'s last read of it in this pass, and whether ``reader``
+        may overwrite it: True when nothing reads that split or layer ``name``'s values later
+        (the last backward, ``reader``'s own running, ``reader`` the last of ``name``'s consumers
+        to go backward, ``name`` a layer that ``hands_over_split``); both then leave the pass."""
+
     def rule(self, layer: "Layer") -> str:
         """The nonlinearity rule the method chose for ``layer`` (see ``methods.py``)."""
 
@@ -131,6 +137,10 @@ class Layer:
 
     #: how many inputs the layer takes (None = any number >= 1)
     n_inputs: int | None = 1
+    #: its split is a pair of tensors of its own and its backward reads neither its split nor
+    #: its output values: in the last backward, its last consumer may take both over
+    #: (``State.take_split``)
+    hands_over_split = False
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name
@@ -335,6 +345,8 @@ class SignSplitLinear(Layer):
 
     #: its backward returns tensors it allocated (the engine may accumulate into them)
     fresh_multipliers = True
+    #: its split is new tensors; its backward reads only its input's Δx
+    hands_over_split = True
 
     weight: Tensor
 
@@ -381,6 +393,9 @@ class SignSplitLinear(Layer):
 class SignedScale(Layer):
     """``y = a·x + b`` elementwise with a fixed ``a`` that may be negative (batch norm, scalar
     multiplication, negation). A negative ``a`` swaps the positive and negative parts."""
+
+    #: its split is new tensors; its backward reads only ``a``
+    hands_over_split = True
 
     def scale(self, ndim: int) -> Tensor:
         """The factor ``a``, shaped to broadcast against a per-pair tensor of rank ``ndim``."""
