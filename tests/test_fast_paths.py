@@ -11,6 +11,7 @@ from torch import nn
 import deeplift
 from deeplift import engine, fusion
 from deeplift.errors import InputError
+from deeplift.layers.activations import Activation
 from random_models import single_thread
 
 DEEPLIFT = ["rescale", "reveal_cancel", "genomics_default"]
@@ -209,9 +210,11 @@ def test_a_split_is_handed_over_only_where_nothing_reads_it_later(monkeypatch, n
     monkeypatch.setattr(engine.PassState, "take_split", spy)
     monkeypatch.setattr(engine, "PASS_BYTES", 1)  # several passes: only the last hands over
     eager = deeplift.attribute(net, x, refs, method="reveal_cancel", target=target, fuse=False)
-    assert not calls  # op by op, the factors are new tensors
+    eager_calls = calls[:]
+    calls.clear()
     fused = deeplift.attribute(net, x, refs, method="reveal_cancel", target=target, fuse=True)
     torch.testing.assert_close(fused, eager, rtol=1e-9, atol=1e-12)
+    assert calls == eager_calls  # (op by op, the split leaves the pass early; fused, it is reused)
     handed = {(inp, reader) for inp, reader, owned, final in calls if owned}
     # several passes: the first, not the last, computes the factors, so none is handed over
     assert handed == ({("Conv", "Sigmoid")} if target == 0 else set())
@@ -221,6 +224,18 @@ def test_a_split_is_handed_over_only_where_nothing_reads_it_later(monkeypatch, n
                                return_node_deltas=True)
     torch.testing.assert_close(table[0], eager, rtol=1e-9, atol=1e-12)
     assert calls and not any(owned for _, _, owned, _ in calls)
+
+
+def test_reveal_cancel_factors_in_place_change_no_bit(monkeypatch, net, x, refs):
+    """The op-by-op factors computed in place equal those of the four-part computation bit
+    for bit, near-zero limits included (one reference per example is the example itself)."""
+    r = refs.clone()
+    r[:, 0] = x
+    in_place = deeplift.attribute(net, x, r, method="reveal_cancel", target="all", fuse=False)
+    monkeypatch.setattr(Activation, "_reveal_cancel_factors_eager",
+                        lambda self, state: self._reveal_cancel(state)[2:])
+    parts = deeplift.attribute(net, x, r, method="reveal_cancel", target="all", fuse=False)
+    assert torch.equal(in_place, parts)
 
 
 @pytest.mark.parametrize("method", DEEPLIFT + ["gradient"])

@@ -179,8 +179,10 @@ class Activation(Layer):
             return self.reveal_cancel_parts(state)[2:]
 
         def compute():
-            if not self._fuses(state, state.pair_numel(self.inputs[0])):
+            if state.options.original_quirks:
                 return self._reveal_cancel(state)[2:]
+            if not self._fuses(state, state.pair_numel(self.inputs[0])):
+                return self._reveal_cancel_factors_eager(state)
             r = state.r_broadcast(self.inputs[0])  # (taking the split releases the input)
             (p, n), owned = state.take_split(self.inputs[0], self)
             # when nothing else reads the input's split, the factors take its place
@@ -190,6 +192,28 @@ class Activation(Layer):
             return fused(True, p, n, r, *state.x_rows(self.name), state.r_broadcast(self.name),
                          state.options.near_zero)
         return state.cached(self, "reveal_cancel_factors", compute)
+
+    def _reveal_cancel_factors_eager(self, state) -> tuple[Tensor, Tensor]:
+        """``(s⁺, s⁻)`` op by op, each step in place on a tensor of its own: ``Δy⁺`` is
+        computed into ``f(r+Δx⁺)`` and divided there, ``Δy⁻`` into ``Δy`` (the same arithmetic
+        as :meth:`_reveal_cancel`, bit for bit)."""
+        inp = self.inputs[0]
+        eps = state.options.near_zero
+        r = state.r_broadcast(inp)  # (taking the split releases the input)
+        dy = state.owned_delta(self.name)
+        p, n = state.take_split(inp, self)[0]
+        pos = self.f(r + p)
+        pos.sub_(self.f(r + n)).add_(dy).mul_(0.5)
+        neg = dy.sub_(pos)
+        near_p, near_n = _below(p.abs(), eps), _below(n.abs(), eps)
+        sp, sn = pos.div_(p), neg.div_(n)  # inf/nan where a part is 0: replaced just below
+        if near_p is not None or near_n is not None:
+            g = self.derivative(r)  # the limits: see _reveal_cancel
+            if near_p is not None:
+                torch.where(near_p, 0.5 * (g + self.derivative(r + n)), sp, out=sp)
+            if near_n is not None:
+                torch.where(near_n, 0.5 * (g + self.derivative(r + p)), sn, out=sn)
+        return sp, sn
 
     def reveal_cancel_parts(self, state) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(Δy⁺, Δy⁻, s⁺, s⁻)``."""
