@@ -558,7 +558,7 @@ class PairRunner:
 
     def _backward(self, state: PassState, ex: Tensor, score_names: list[str] | None = None):
         """Multipliers of every score layer for all targets: the targets' seeds are stacked and go
-        back together, in passes whose multiplier tensors stay within ``PASS_BYTES`` (and
+        back together, in passes whose multipliers in and out of a layer stay within ``PASS_BYTES`` (and
         16 × batch_size rows): one pass for one target; for every class of a classifier, a few.
         Rule state (e.g. Rescale factors) is computed once and shared by the passes."""
         score_names = self.score_names if score_names is None else score_names
@@ -567,9 +567,11 @@ class PairRunner:
                              state.x(self.spec.layer).device)
         per_pass = max(1, (16 * self.batch_size) // len(ex))
         if seeds.device.type == "cpu":
+            # a backward step holds the multipliers it gets and those it returns, both up to the
+            # widest layer's size: the two together within PASS_BYTES
             largest = max((v[0].numel() * v.element_size() for name, v in state.x_values.items()
                            if v.ndim > 0 and len(v) and not state.is_constant(name)), default=1)
-            per_pass = max(1, min(per_pass, PASS_BYTES // (largest * len(ex))))
+            per_pass = max(1, min(per_pass, PASS_BYTES // (2 * largest * len(ex))))
         starts = range(0, seeds.shape[0], per_pass)
         chunks = [backward(self.model, state, self.spec.layer, seeds[t:t + per_pass],
                            score_names, self.node_errors, release=t == starts[-1])

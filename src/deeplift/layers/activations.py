@@ -149,8 +149,9 @@ class Activation(Layer):
     def rescale_times(self, state, m: Tensor) -> Tensor | None:
         """``m`` times the Rescale factor in one fused loop when no rule has asked for the
         factor itself (the Rescale method's backward); None when it runs op by op."""
-        if not state.difference_based or state.is_cached(self, "rescale") or m.shape[0] != 1:
-            return None  # several targets: the factor once, then a product per target
+        if (not state.difference_based or state.is_cached(self, "rescale") or m.shape[0] != 1
+                or not state.final_backward):
+            return None  # several targets or passes: the factor once, then a product per target
         fused = self._fused(state, m.numel(), "rescale_times", _rescale_times_kernel)
         return None if fused is None else fused(True, m, *self._rescale_inputs(state))
 
