@@ -11,6 +11,7 @@ from torch import nn
 import deeplift
 from deeplift import engine, fusion
 from deeplift.errors import InputError
+from deeplift.layers import base
 from deeplift.layers.activations import Activation
 from random_models import single_thread
 
@@ -224,6 +225,26 @@ def test_a_split_is_handed_over_only_where_nothing_reads_it_later(monkeypatch, n
                                return_node_deltas=True)
     torch.testing.assert_close(table[0], eager, rtol=1e-9, atol=1e-12)
     assert calls and not any(owned for _, _, owned, _ in calls)
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_the_split_written_into_the_spread_changes_no_bit(fuse):
+    """``split_by_spread_of`` (Δ⁺ into ``spread``, Δ⁻ into the difference) against
+    ``_spread_split`` of the same numbers, eager and compiled; parts that snap to exactly 0
+    (every term of one sign) included."""
+    if fuse:
+        _compiler_or_skip()
+    g = torch.Generator().manual_seed(3)
+    rows = torch.randn(4, 6, 50, generator=g, dtype=torch.float64)
+    index = torch.tensor([0, 0, 1, 2, 3, 3, 2])
+    r = torch.randn(7, 6, 50, generator=g, dtype=torch.float64)
+    total = rows.index_select(0, index) - r
+    spread = total.abs() + torch.rand(7, 6, 50, generator=g, dtype=torch.float64)
+    spread[:, :, :10] = total[:, :, :10].abs()  # a single-signed sum: one part is exactly 0
+    expected = base._spread_split(total, spread, 1 - 2 * 9 * torch.finfo(torch.float64).eps)
+    pos, neg = base.split_by_spread_of((rows, index), r, spread.clone(), 9, fuse)
+    assert torch.equal(pos, expected[0]) and torch.equal(neg, expected[1])
+    assert bool((expected[0][:, :, :10] == 0).logical_or(expected[1][:, :, :10] == 0).all())
 
 
 def test_reveal_cancel_factors_in_place_change_no_bit(monkeypatch, net, x, refs):

@@ -147,6 +147,9 @@ class PassState:
             return self._delta[name].clone()
         if self.is_constant(name) or not self.difference_based:
             return self.delta(name).clone()
+        rows, index = self.x_rows(name)
+        if index is not None:  # gathered into the result itself: no per-pair copy kept in the pass
+            return rows.index_select(0, index).sub_(self.r_broadcast(name))
         return torch.sub(self.x(name), self.r_broadcast(name))
 
     def release(self, name: str) -> None:

@@ -102,6 +102,10 @@ class Activation(Layer):
     def f(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def f_into(self, x: Tensor) -> Tensor:
+        """``f(x)``, written into ``x`` where the layer can (``x`` is the caller's to lose)."""
+        return self.f(x)
+
     def derivative(self, x: Tensor) -> Tensor:
         """``f'(x)`` elementwise; the default differentiates ``f`` with autograd."""
         with torch.enable_grad():
@@ -196,15 +200,16 @@ class Activation(Layer):
 
     def _reveal_cancel_factors_eager(self, state) -> tuple[Tensor, Tensor]:
         """``(s⁺, s⁻)`` op by op, each step in place on a tensor of its own: ``Δy⁺`` is
-        computed into ``f(r+Δx⁺)`` and divided there, ``Δy⁻`` into ``Δy`` (the same arithmetic
-        as :meth:`_reveal_cancel`, bit for bit)."""
+        computed into ``f(r+Δx⁺)`` (itself computed in place where ``f_into`` can) and divided
+        there, ``Δy⁻`` into ``Δy`` (the same arithmetic as :meth:`_reveal_cancel`, bit for bit)."""
         inp = self.inputs[0]
         eps = state.options.near_zero
         r = state.r_broadcast(inp)  # (taking the split releases the input)
-        dy = state.owned_delta(self.name)
         p, n = state.take_split(inp, self)[0]
-        pos = self.f(r + p)
-        pos.sub_(self.f(r + n)).add_(dy).mul_(0.5)
+        pos = self.f_into(r + p)
+        pos.sub_(self.f_into(r + n))
+        dy = state.owned_delta(self.name)  # (after the split and f(r+Δx⁻): a lower peak)
+        pos.add_(dy).mul_(0.5)
         neg = dy.sub_(pos)
         near_p, near_n = _below(p.abs(), eps), _below(n.abs(), eps)
         sp, sn = pos.div_(p), neg.div_(n)  # inf/nan where a part is 0: replaced just below
@@ -381,6 +386,9 @@ class ReLU(Activation):
     def f(self, x: Tensor) -> Tensor:
         return torch.relu(x)
 
+    def f_into(self, x: Tensor) -> Tensor:
+        return torch.relu_(x)
+
     def fused_functions(self):
         return torch.relu, _step
 
@@ -454,6 +462,9 @@ class Sigmoid(Activation):
     def f(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x)
 
+    def f_into(self, x: Tensor) -> Tensor:
+        return torch.sigmoid_(x)
+
     def derivative(self, x: Tensor) -> Tensor:
         return _sigmoid_derivative(x)
 
@@ -464,6 +475,9 @@ class Sigmoid(Activation):
 class Tanh(Activation):
     def f(self, x: Tensor) -> Tensor:
         return torch.tanh(x)
+
+    def f_into(self, x: Tensor) -> Tensor:
+        return torch.tanh_(x)
 
     def derivative(self, x: Tensor) -> Tensor:
         return _tanh_derivative(x)

@@ -303,7 +303,8 @@ def split_by_spread(total: Tensor, spread: Tensor, n_terms: int, fuse: bool = Fa
 def split_by_spread_of(x: "tuple[Tensor, Tensor | None]", r: Tensor, spread: Tensor, n_terms: int,
                        fuse: bool) -> Split:
     """:func:`split_by_spread` of ``total = x − r`` (the layer's own outputs, ``x`` as
-    ``State.x_rows`` gives it), in one kernel."""
+    ``State.x_rows`` gives it), in one kernel. ``spread`` is overwritten: it becomes ``Δ⁺``
+    (one activation-sized tensor fewer at the split, where a pass's memory peaks)."""
     k = 1 - 2 * n_terms * torch.finfo(spread.dtype).eps
     return kernel("spread_split_xr", lambda: _spread_split_xr, "spread split")(fuse, *x, r, spread, k)
 
@@ -324,7 +325,11 @@ def _spread_split(total: Tensor, spread: Tensor, k: float) -> Split:
 
 def _spread_split_xr(x_rows: Tensor, x_index: "Tensor | None", r: Tensor, spread: Tensor,
                      k: float) -> Split:
-    return _spread_split(take(x_rows, x_index) - r, spread, k)
+    # _spread_split's arithmetic, bit for bit, with Δ⁺ written into spread and Δ⁻ into total
+    total = take(x_rows, x_index) - r
+    a = total.abs()
+    pos = spread.copy_(torch.where(a >= spread * k, a, spread)).add_(total).mul_(0.5)
+    return pos, total.sub_(pos)
 
 
 class SignSplitLinear(Layer):
