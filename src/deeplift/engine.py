@@ -156,14 +156,20 @@ class PassState:
         """Forget everything about a layer once its backward is done: no later layer reads it
         (its consumers went backward before it), so its forward values and rule state go, as
         autograd frees what it saved. Keeps the peak memory of a pass near the forward's."""
+        self.release_values(name)
+        for key in [k for k in self._cache if k[0] == name]:
+            del self._cache[key]
+
+    def release_values(self, name: str) -> None:
+        """Forget a layer's values (its output, Δ and split), keeping the rule state it cached:
+        after its backward in a pass of several, when no later pass reads them (see
+        ``Layer.rereads_values``)."""
         if name not in self.x_values or self.is_constant(name):
             return
         v = self.x_values[name]
         self._released[name] = (tuple(v.shape[1:]), v.dtype, v.device)
         for d in (self._x, self._r, self._delta, self._split):
             d.pop(name, None)
-        for key in [k for k in self._cache if k[0] == name]:
-            del self._cache[key]
         if self.owns_values[0]:
             self.x_values.pop(name)
         if self.owns_values[1] and self.r_values is not None and self.r_values is not self.x_values:
@@ -305,14 +311,16 @@ def forward_together(model: Model, xs: Sequence[Tensor], rs: Sequence[Tensor], n
 
 def backward(model: Model, state: PassState, target: str, seeds: Tensor,
              score_layers: Sequence[str], node_errors: dict[str, float] | None = None,
-             release: bool = False) -> dict[str, Multipliers]:
+             release: bool = False, release_values: bool = False) -> dict[str, Multipliers]:
     """Propagate ``seeds`` (T, P, *target_shape) from ``target`` to the ``score_layers``.
 
     Returns the multipliers ``(m⁺, m⁻)`` (``m⁻`` None when equal to ``m⁺``) of every score layer.
     With ``node_errors``, each layer's own conservation error is recorded there (see
     :func:`node_conservation_error`), the largest seen per layer. With ``release``, each layer's
     values leave the state once its backward is done (the last backward of a pass; the target
-    and the score layers stay).
+    and the score layers stay); with ``release_values`` (a backward that later ones over the same
+    state follow), the values no later backward reads (``Layer.rereads_values``) leave, the
+    rule state stays.
     """
     relevant = model.ancestors([target]) & model.descendants(score_layers)
     state.final_backward = release
@@ -353,8 +361,13 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
                     if g_fresh:
                         owned.add(inp)
         del grads, m_pos, m_neg
-        if release and name != target and name not in wanted:
+        if name == target or name in wanted:
+            continue
+        if release:
             state.release(name)
+        elif release_values and node_errors is None and not any(
+                model.layers[n].rereads_values(state) for n in (name, *model.consumers(name))):
+            state.release_values(name)  # later passes read only the rule state it cached
     for name in score_layers:
         if name not in out:  # the target does not depend on this layer
             shape, dtype, device = state.pair_shape(name, seeds.shape[1])
@@ -577,7 +590,8 @@ class PairRunner:
             per_pass = max(1, min(per_pass, PASS_BYTES // (2 * largest * len(ex))))
         starts = range(0, seeds.shape[0], per_pass)
         chunks = [backward(self.model, state, self.spec.layer, seeds[t:t + per_pass],
-                           score_names, self.node_errors, release=t == starts[-1])
+                           score_names, self.node_errors, release=t == starts[-1],
+                           release_values=t != starts[-1])
                   for t in starts]
         if len(chunks) == 1:
             return [chunks[0][n] for n in score_names]

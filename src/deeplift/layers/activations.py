@@ -265,6 +265,10 @@ class Activation(Layer):
     def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         return nonlinearity_rule(state.rule(self)).backward(self, state, m_pos, m_neg)
 
+    def rereads_values(self, state: State) -> bool:
+        # the built-in rules cache what their backward reads; a rule of the user's may not
+        return getattr(nonlinearity_rule(state.rule(self)), "rereads_values", True)
+
     def gradient(self, state: State) -> Tensor:
         """``f'(x)`` at the inputs of the pass."""
         return state.cached(self, "gradient", lambda: self.derivative(state.x(self.inputs[0])))
@@ -299,7 +303,6 @@ class Elementwise(Activation):
 class RescaleSplit:
     """Rules whose split scales both parts of the input's split by the Rescale factor
     ``Δy/Δx`` (every rule but RevealCancel, which splits Δy its own way)."""
-
     def split(self, layer: Activation, state: State) -> Split:
         p, n = state.split(layer.inputs[0])
         s = layer.rescale_factor(state)
@@ -366,6 +369,9 @@ for _name, _rule in [("rescale", Rescale()), ("reveal_cancel", RevealCancel()), 
                      ("guided_backprop", GuidedBackprop()),
                      ("guided_backprop_rescale", GuidedBackpropRescale()),
                      ("deconvnet", DeconvNet()), ("pass_through", PassThrough())]:
+    # a second backward over the same pairs reads only what the first cached (factors, f'(x));
+    # a rule registered by a user is assumed to read values (Activation.rereads_values)
+    _rule.rereads_values = False
     register_nonlinearity_rule(_name, _rule)
 
 
@@ -398,6 +404,8 @@ class ReLU(Activation):
     def times_gradient(self, state: State, m: Tensor) -> Tensor:
         # m·[x>0] in one fused pass (autograd's own ReLU backward), not f'(x) then a product:
         # the gradient methods and integrated gradients spend most of their time here
+        if not state.final_backward or state.is_cached(self, "gradient"):
+            return super().times_gradient(state, m)  # later passes read f'(x), not the values
         x = state.x(self.inputs[0])
         if state.owns_incoming and m.is_contiguous() and m.shape[1:] == x.shape:
             return torch.ops.aten.threshold_backward.grad_input(m, x, 0, grad_input=m)

@@ -174,6 +174,13 @@ class Layer:
     def split(self, state: State) -> Split:
         raise NotImplementedError(f"{type(self).__name__} has no split rule")
 
+    def rereads_values(self, state: State) -> bool:
+        """Whether this layer's backward, run again in a later pass over the same pairs (more
+        targets than one pass holds), reads layer values rather than only shapes and the rule
+        state its first run cached (``State.cached``). Where it and every consumer of a layer
+        say no, that layer's values leave each pass once its backward is done."""
+        return True
+
     def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         raise NotImplementedError(f"{type(self).__name__} has no backward rule")
 
@@ -254,6 +261,9 @@ class SignPreservingLinear(Layer):
 
     def linear(self, *inputs: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def rereads_values(self, state: State) -> bool:
+        return False  # its transpose reads shapes only
 
     def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         """``Lᵀ m`` for ``m`` of shape (B, *out) where B is a multiple of the number of pairs."""
@@ -391,8 +401,11 @@ class SignSplitLinear(Layer):
             return [(unflat_targets(m, t), None)]
         mean = self.apply_transpose(flat_targets(m_pos + m_neg), 0.5 * self.weight, in_shape)
         half_diff = self.apply_transpose(flat_targets(m_pos - m_neg), 0.5 * self.weight.abs(), in_shape)
-        sign = torch.sign(state.delta(self.inputs[0]))
+        sign = state.cached(self, "input_sign", lambda: torch.sign(state.delta(self.inputs[0])))
         return [(torch.addcmul(unflat_targets(mean, t), sign, unflat_targets(half_diff, t)), None)]
+
+    def rereads_values(self, state: State) -> bool:
+        return False  # the sign of its input's Δx is cached
 
 
 class SignedScale(Layer):
@@ -411,6 +424,9 @@ class SignedScale(Layer):
         a = self.scale(p.ndim)
         ap, an = positive(a), negative(a)
         return ap * p + an * n, ap * n + an * p
+
+    def rereads_values(self, state: State) -> bool:
+        return False
 
     def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         a = self.scale(m_pos.ndim - 1)

@@ -114,6 +114,10 @@ class _MaxRouting(Layer):
         p, n = state.split(self.inputs[0])
         return self._route_forward(state, p), self._route_forward(state, n)
 
+    def rereads_values(self, state: State) -> bool:
+        conserving = state.difference_based and state.options.max_routing == "conserving"
+        return not conserving and self._ties_share(state)  # else the routing is cached
+
     def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         return [(self._route_backward(state, m_pos),
                  None if m_neg is None else self._route_backward(state, m_neg))]
