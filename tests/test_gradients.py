@@ -116,6 +116,26 @@ def test_guided_backprop_differs_from_gradient_where_relus_see_negative_gradient
     assert (guided - plain).abs().max().item() > 1e-3
 
 
+def test_deconvnet_through_a_per_channel_prelu_applies_each_channels_slope():
+    """DeconvNet sends the multipliers through f itself; with a per-channel PReLU, channel c's
+    slope applies to channel c of every target's and example's multipliers (the multipliers
+    carry a target axis the layer's own shape does not have)."""
+    torch.manual_seed(0)
+    slopes = torch.tensor([0.1, 0.5, 2.0], dtype=torch.float64)
+    per_channel = nn.PReLU(3).double()
+    with torch.no_grad():
+        per_channel.weight.copy_(slopes)
+    conv = nn.Conv1d(2, 3, 3, padding=1).double()
+    net = nn.Sequential(conv, per_channel, nn.Flatten(), nn.Linear(3 * 5, 4)).double().eval()
+    x = torch.randn(6, 2, 5, dtype=torch.float64)
+    got = deeplift.attribute(net, x, method="deconvnet", target="all")
+    # by hand: m at the PReLU's output is the head's weight row per target, then f(m), then conv^T
+    head = net[3].weight.detach().reshape(4, 3, 5)
+    m = torch.where(head > 0, head, head * slopes.reshape(3, 1))
+    expected = torch.nn.functional.conv_transpose1d(m, conv.weight.detach(), padding=1)
+    torch.testing.assert_close(got, expected.unsqueeze(0).expand(6, 4, 2, 5), rtol=0, atol=1e-12)
+
+
 class _Smooth(nn.Module):
     def __init__(self) -> None:
         super().__init__()

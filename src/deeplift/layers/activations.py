@@ -23,7 +23,8 @@ from torch import Tensor
 
 from ..fusion import kernel, should_fuse
 from ..rules import nonlinearity_rule, register_nonlinearity_rule
-from .base import Layer, Multipliers, PerPairLinearMap, Split, State, take
+from .base import (Layer, Multipliers, PerPairLinearMap, Split, State, flat_targets, take,
+                   unflat_targets)
 from .linear import as_tensor
 
 
@@ -357,7 +358,11 @@ class GuidedBackpropRescale(RescaleSplit):
 
 class DeconvNet(RescaleSplit):
     def backward(self, layer, state, m_pos, m_neg):
-        return [(layer.f(m_pos), None if m_neg is None else layer.f(m_neg))]
+        # f of the multipliers with the targets folded into the batch axis: an f with
+        # per-channel parameters (PReLU) broadcasts along the layer's own axes
+        def f(m):
+            return unflat_targets(layer.f(flat_targets(m)), m.shape[0])
+        return [(f(m_pos), None if m_neg is None else f(m_neg))]
 
 
 class PassThrough(RescaleSplit):
