@@ -3,7 +3,7 @@ measured in one plain process (no allocator tuning, nothing set in the environme
 memory and the peers side by side — one command, one table.
 
     python benchmarks/bench_methods.py [--batch 64] [--rounds 9] [--threads 2] [--device cpu|cuda]
-        [--no-memory] [--no-peers] [--models bpnet,vgg,image]
+        [--no-memory] [--no-peers] [--models bpnet,vgg,image] [--row NAME ...]
 
 Rows (the goals are those of issue 10):
 - rescale, genomics_default, gradient_x_input (goal ≤ 1.5×), reveal_cancel (≤ 3×): one shared
@@ -17,7 +17,9 @@ Rows (the goals are those of issue 10):
 
 Timing: interleaved rounds (the baseline, then every row, again and again), the median of each
 row's per-round ratio to the baseline; ``spread`` is the largest over the smallest per-round
-ratio. Memory: each row runs in a fresh process, once to warm up and once measured: the peak of
+ratio; ``faults``, the median memory per call that the OS had to map in afresh (minor page
+faults: in a plain process glibc returns freed memory at the top of its heap, and a call that
+allocates it again pays for zeroed pages). Memory: each row runs in a fresh process, once to warm up and once measured: the peak of
 torch's allocator during the call (CPU: from the profiler's allocation events; CUDA: the
 allocator's peak), as a ratio to the same for the autograd gradient. ``rescale, 4x the
 examples`` runs 4 batches: its memory equal to ``rescale``'s shows it is flat over batches. Run
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -133,7 +136,7 @@ def rows(kind: str, module: nn.Module, x: torch.Tensor, ref: torch.Tensor, peers
     out["integrated_gradients 50 steps"] = (ours("integrated_gradients", steps=50), "<= 50")
     x4 = x.repeat(4, *([1] * (x.ndim - 1)))
     out["rescale, 4x the examples"] = (lambda: deeplift.attribute(
-        model, x4, ref, method="rescale", target=0, batch_size=n), "memory as rescale")
+        model, x4, ref, method="rescale", target=0, batch_size=n, fuse=True), "memory as rescale")
     if peers:
         out.update(peer_rows(kind, module, x, ref))
     return out
@@ -177,24 +180,34 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_rows(calls: dict, rounds: int, device: str) -> dict[str, tuple[float, float, float]]:
-    """name -> (median seconds, median ratio to the baseline, spread of the ratio)."""
+def page_faults() -> int:
+    """Minor page faults of this process so far (memory the OS had to map in afresh)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def time_rows(calls: dict, rounds: int, device: str) -> dict[str, tuple[float, float, float, float]]:
+    """name -> (median seconds, median ratio to the baseline, spread of the ratio, median MB
+    of memory page-faulted in per call)."""
     warnings.simplefilter("ignore")  # the peers warn on every call (hooks, convergence deltas)
     for fn, _ in calls.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {k: [] for k in calls}
+    faults: dict[str, list[int]] = {k: [] for k in calls}
     for _ in range(rounds):
         for key, (fn, _) in calls.items():
             sync(device)
-            start = time.perf_counter()
+            start, faulted = time.perf_counter(), page_faults()
             fn()
             sync(device)
             times[key].append(time.perf_counter() - start)
+            faults[key].append(page_faults() - faulted)
     base = times[next(iter(calls))]
+    page_mb = resource.getpagesize() / 2 ** 20
     out = {}
     for key, ts in times.items():
         ratios = [t / b for t, b in zip(ts, base)]
-        out[key] = (statistics.median(ts), statistics.median(ratios), max(ratios) / min(ratios))
+        out[key] = (statistics.median(ts), statistics.median(ratios), max(ratios) / min(ratios),
+                    statistics.median(faults[key]) * page_mb)
     return out
 
 
@@ -279,6 +292,8 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the memory column")
+    parser.add_argument("--row", action="append", dest="rows", metavar="NAME",
+                        help="run this row (with the baseline); repeatable; default: every row")
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "ROW"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -289,22 +304,26 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.device}, {args.threads} threads, batch {args.batch}, "
           f"{args.rounds} interleaved rounds, plain process")
-    header = f"{'model':22s} {'row':32s} {'ms':>9s} {'ratio':>7s} {'spread':>7s} {'memory':>8s}  goal"
+    header = (f"{'model':22s} {'row':32s} {'ms':>9s} {'ratio':>7s} {'spread':>7s} {'faults':>8s} "
+              f"{'memory':>8s}  goal")
     print(header)
     print("-" * len(header))
     for kind in args.models.split(","):
         module, x, ref = make_case(kind, args.batch, args.device)
         calls = rows(kind, module, x, ref, peers=not args.no_peers)
-        timing = ({k: (float("nan"),) * 3 for k in calls} if args.memory_only
+        if args.rows:
+            wanted = set(args.rows)
+            calls = {k: v for i, (k, v) in enumerate(calls.items()) if i == 0 or k in wanted}
+        timing = ({k: (float("nan"),) * 4 for k in calls} if args.memory_only
                   else time_rows(calls, args.rounds, args.device))
         memory = {} if args.no_memory else peak_memory(kind, list(calls), args.batch, args.device,
                                                        args.threads)
         base_mem = memory.get("autograd input gradient")
-        for name, (seconds, ratio, spread) in timing.items():
+        for name, (seconds, ratio, spread, faulted) in timing.items():
             mem = (f"{memory[name] / base_mem:7.2f}x" if base_mem and name in memory
                    and memory[name] == memory[name] else "      -")
             print(f"{NAMES[kind]:22s} {name:32s} {seconds * 1e3:9.1f} {ratio:6.2f}x {spread:7.2f} "
-                  f"{mem:>8s}  {calls[name][1]}")
+                  f"{faulted:6.0f}MB {mem:>8s}  {calls[name][1]}")
     if args.device == "cuda":
         print("GPU throughput:")
         for line in gpu_throughput(args.rounds):
