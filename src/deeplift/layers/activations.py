@@ -304,6 +304,7 @@ class Elementwise(Activation):
 class RescaleSplit:
     """Rules whose split scales both parts of the input's split by the Rescale factor
     ``Δy/Δx`` (every rule but RevealCancel, which splits Δy its own way)."""
+
     def split(self, layer: Activation, state: State) -> Split:
         p, n = state.split(layer.inputs[0])
         s = layer.rescale_factor(state)
