@@ -197,8 +197,8 @@ def test_passes_and_batches_split_by_size_give_the_same_scores(monkeypatch, net,
 def test_a_split_is_handed_over_only_where_nothing_reads_it_later(monkeypatch, net, x, refs,
                                                                    target):
     """RevealCancel's fused factors overwrite the split of their input (and its values leave
-    the pass) only when computed in the last backward and when the input is a convolution read by that
-    nonlinearity alone: the gate's sigmoid, not the tanh (its input is a sum) nor the ReLUs
+    the pass) only when computed in the last backward and when the input is a convolution read
+    by that nonlinearity alone: the gate's sigmoid, not the tanh (its input is a sum) nor the ReLUs
     (the tanh's input split asked for their parts first, which the factors then come from).
     Scores equal the op-by-op ones, also with the per-layer table, which reads splits later."""
     _compiler_or_skip()
@@ -285,7 +285,8 @@ def test_one_target_per_pass_gives_the_scores_of_one_pass_on_random_models(seed)
     x, r = random_inputs(shape, 3, seed)
     model = deeplift.convert(net, x)
     methods = DEEPLIFT + ["gradient", "gradient_x_input", "guided_backprop", "deconvnet"]
-    whole = {m: deeplift.attribute(model, x, r, method=m, target="all", fuse=False) for m in methods}
+    whole = {m: deeplift.attribute(model, x, r, method=m, target="all", fuse=False)
+             for m in methods}
     original = engine.PASS_BYTES
     engine.PASS_BYTES = 1  # one row per batch, one target per pass
     try:

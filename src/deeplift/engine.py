@@ -574,9 +574,10 @@ class PairRunner:
 
     def _backward(self, state: PassState, ex: Tensor, score_names: list[str] | None = None):
         """Multipliers of every score layer for all targets: the targets' seeds are stacked and go
-        back together, in passes whose multipliers in and out of a layer stay within ``PASS_BYTES`` (and
-        16 × batch_size rows): one pass for one target; for every class of a classifier, a few.
-        Rule state (e.g. Rescale factors) is computed once and shared by the passes."""
+        back together, in passes whose multipliers in and out of a layer stay within
+        ``PASS_BYTES`` (and 16 × batch_size rows): one pass for one target; for every class of a
+        classifier, a few. Rule state (e.g. Rescale factors) is computed once and shared by the
+        passes."""
         score_names = self.score_names if score_names is None else score_names
         shape = self.shapes[self.spec.layer][1:]
         seeds = target_seeds(self.spec, ex, shape, state.x(self.spec.layer).dtype,
