@@ -157,6 +157,7 @@ class PassState:
         (its consumers went backward before it), so its forward values and rule state go, as
         autograd frees what it saved. Keeps the peak memory of a pass near the forward's."""
         self.release_values(name)
+        self.forward_memos.pop(name, None)  # (one its rule never read)
         for key in [k for k in self._cache if k[0] == name]:
             del self._cache[key]
 
@@ -215,8 +216,9 @@ class PassState:
 
     def forward_memo(self, name: str) -> object | None:
         """What the layer's forward kept for this pass, for the examples' forward rows (a forward
-        over examples and references together has the examples' rows first)."""
-        memo = self.forward_memos.get(name)
+        over examples and references together has the examples' rows first); handed over, so
+        that it leaves the pass once the reader has derived its own state from it."""
+        memo = self.forward_memos.pop(name, None)
         if isinstance(memo, Tensor):
             return memo[: self.x_values[name].shape[0]]
         return memo

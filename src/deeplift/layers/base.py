@@ -110,7 +110,8 @@ class State(Protocol):
 
     def forward_memo(self, name: str) -> Any:
         """What layer ``name``'s ``forward_with_memo`` kept in this pass's forward, for the
-        examples' forward rows (as ``select_x_rows`` takes them), or None."""
+        examples' forward rows (as ``select_x_rows`` takes them), or None. Handed over: a second
+        call gives None (the reader caches what it derives from it)."""
 
 
 def positive(t: Tensor) -> Tensor:

@@ -69,7 +69,7 @@ class _MaxRouting(Layer):
             if i is None:
                 xi, i = self.max_with_indices(xf, x)
             else:
-                i = state.select_x_rows(i)
+                i = state.select_x_rows(i).long()  # (gather and scatter take int64)
                 xi = state.x(self.name).reshape(i.shape)
             conserving = state.difference_based and state.options.max_routing == "conserving"
             if not conserving:
@@ -106,8 +106,11 @@ class _MaxRouting(Layer):
         if j is None:
             g.scatter_add_(3, i.expand(t, *i.shape), mf)
         else:
-            g.scatter_add_(3, i.expand(t, *i.shape), lam * mf)
-            g.scatter_add_(3, j.expand(t, *j.shape), (1 - lam) * mf)
+            to_i = lam * mf
+            g.scatter_add_(3, i.expand(t, *i.shape), to_i)
+            # the rest of each window's multiplier (m − λm: one temporary, and the two parts sum
+            # to m to within one rounding)
+            g.scatter_add_(3, j.expand(t, *j.shape), to_i.neg_().add_(mf))
         return unflat_targets(self.unflat_grad(flat_targets(g), (t * in_shape[0], *in_shape[1:])), t)
 
     def split(self, state: State) -> Split:
@@ -157,10 +160,13 @@ class MaxPool(_MaxRouting):
         return self.forward_with_memo(x)[0]
 
     def forward_with_memo(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The pooled output and its argmax indices in the flat view (B, C, O)."""
+        """The pooled output and its argmax indices in the flat view (B, C, O), kept as int32
+        where they fit (half of int64's memory, held from the forward to this layer's backward)."""
         out, idx = _MAX_POOL[self.nd](self._padded(x), self.kernel_size, self.stride, 0, self.dilation,
                                       self.ceil_mode, return_indices=True)
         out, idx = self._crop(out, x.shape[2:]), self._crop(idx, x.shape[2:])
+        if self.flat_shape(x.shape)[2] < 2 ** 31:
+            idx = idx.to(torch.int32)
         return out, idx.reshape(idx.shape[0], idx.shape[1], -1)
 
     def flat_view(self, t: Tensor) -> Tensor:
