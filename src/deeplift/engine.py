@@ -477,8 +477,11 @@ class PairRunner:
         n = xs[0].shape[0]
         t = len(self.spec.indices)
         dtype = self.model.dtype  # scores of integer token inputs are floating too
-        scores = [torch.zeros((n, t, *self.shapes[s][1:]), dtype=dtype, device=xs[0].device)
-                  for s in self.score_names]
+
+        def new_scores() -> list[Tensor]:
+            return [torch.zeros((n, t, *self.shapes[s][1:]), dtype=dtype, device=xs[0].device)
+                    for s in self.score_names]
+        scores: list[Tensor] | None = None  # made after the first batch: not part of its peak
         deltas = torch.zeros((n, n_refs, t), dtype=dtype, device=xs[0].device)
         n_pairs = n * n_refs
         per_batch = self.method.pairs_per_batch(batch_size, steps)
@@ -498,11 +501,12 @@ class PairRunner:
                 pairs = torch.arange(start, min(start + per_batch, n_pairs), device=xs[0].device)
                 ex, rf = pairs // n_refs, pairs % n_refs
                 batch_scores, batch_delta = self._batch(xs, refs, ex, rf, steps)
+                scores = new_scores() if scores is None else scores
                 for acc, s in zip(scores, batch_scores):
-                    acc.index_add_(0, ex, s.transpose(0, 1) / n_refs)
+                    acc.index_add_(0, ex, s.transpose(0, 1), alpha=1 / n_refs)
                 if batch_delta is not None:
                     deltas[ex, rf] = batch_delta.transpose(0, 1)
-        return scores, deltas
+        return new_scores() if scores is None else scores, deltas
 
     def _cpu_batch_cap(self, xs: list[Tensor], batch_size: int) -> int:
         """On CPU, at most as many rows per batch as keep the largest layer's tensor within
@@ -521,7 +525,11 @@ class PairRunner:
         if self.method.integrated:
             return self._integrated_gradients(xs, refs, ex, rf, steps)
         uniq_ex, x_idx = torch.unique(ex, return_inverse=True)
-        x_batch = [x.index_select(0, uniq_ex) for x in xs]
+        first, last = int(uniq_ex[0]), int(uniq_ex[-1])
+        if last - first + 1 == len(uniq_ex):  # consecutive examples: a view, not a copy
+            x_batch = [x[first:last + 1] for x in xs]
+        else:
+            x_batch = [x.index_select(0, uniq_ex) for x in xs]
         memos: dict[str, object] = {}  # this batch's own: the model is shared between threads
         if not self.method.uses_reference:
             with torch.no_grad():
