@@ -247,6 +247,11 @@ def test_the_split_written_into_the_spread_changes_no_bit(fuse):
     pos, neg = base.split_by_spread_of((rows, index), r, spread.clone(), 9, fuse)
     assert torch.equal(pos, expected[0]) and torch.equal(neg, expected[1])
     assert bool((expected[0][:, :, :10] == 0).logical_or(expected[1][:, :, :10] == 0).all())
+    # the rows gathered already and the caller's to lose: Δ⁻ is written into them
+    per_pair = rows.index_select(0, index)
+    pos, neg = base.split_by_spread_of((per_pair, None), r, spread.clone(), 9, fuse, into_x=True)
+    assert torch.equal(pos, expected[0]) and torch.equal(neg, expected[1])
+    assert neg.data_ptr() == per_pair.data_ptr()
 
 
 def test_reveal_cancel_factors_in_place_change_no_bit(monkeypatch, net, x, refs):
@@ -326,3 +331,96 @@ def test_a_pass_releases_each_layers_values_once_its_backward_is_done(net, x):
     assert {name for name, key in cached[False] if key == "rescale"} == {
         n for n in names if type(model.layers[n]).__name__ in ("ReLU", "Sigmoid", "Tanh")}
     assert torch.equal(kept[True][1], kept[False][1]) and torch.equal(kept[False][2], kept[True][1])
+
+
+def _never_lose(monkeypatch) -> list[str]:
+    """Make ``values_to_lose`` say no (recording where it would have said yes)."""
+    lost: list[str] = []
+    values_to_lose = engine.PassState.values_to_lose
+
+    def never(self, name):
+        if values_to_lose(self, name):
+            lost.append(type(self.model.layers[name]).__name__)
+        return False
+    monkeypatch.setattr(engine.PassState, "values_to_lose", never)
+    return lost
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+@pytest.mark.parametrize("method", DEEPLIFT)
+@pytest.mark.parametrize("target", [0, "all"])
+def test_computing_in_values_that_leave_changes_no_score(monkeypatch, net, x, method, target, fuse):
+    """Where a layer's values are not read after a backward (its own, or its split's handed
+    over), the rules compute in them; the scores are those of fresh tensors, and it happens."""
+    if fuse:
+        _compiler_or_skip()
+    r = torch.zeros_like(x[:1])  # one shared reference: the pairs are the examples' own rows
+    monkeypatch.setattr(engine, "PASS_BYTES", 4096)  # "all": several target passes
+    in_place = deeplift.attribute(net, x, r, method=method, target=target, fuse=fuse)
+    lost = _never_lose(monkeypatch)
+    fresh = deeplift.attribute(net, x, r, method=method, target=target, fuse=fuse)
+    torch.testing.assert_close(in_place, fresh, rtol=1e-13, atol=1e-15)
+    if not fuse:  # (fused, the factors are computed in one loop from the values, not in them)
+        assert lost
+    if method == "reveal_cancel" and target == 0:  # a split handed over in the only pass
+        assert "Conv" in lost, lost
+
+
+class _ViewScored(nn.Module):
+    """A convolution whose output is read through a view (the flatten) by the head and by a
+    ReLU: scores asked at the view must not see the convolution's rows overwritten."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 6, 2)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return torch.relu(h).sum((1, 2)).unsqueeze(1) + self.head(h.flatten(1))
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_scores_at_every_layer_are_those_of_fresh_tensors_on_random_models(seed):
+    """On the random-model zoo, scores asked at an inner layer (whose values, or views of them,
+    stay for the scores) and at the inputs equal those computed with nothing overwritten."""
+    net, shape, desc = build_model(RandomChooser(seed), seed)
+    note("\n".join(desc))
+    x, r = random_inputs(shape, 3, seed)
+    model = deeplift.convert(net, x)
+    inner = [n for n in model.layer_names if n not in model.input_names][len(model.layer_names) // 3]
+    with pytest.MonkeyPatch.context() as mp:
+        for method in DEEPLIFT:
+            kw = dict(method=method, target="all", fuse=False, score_layer=[inner, model.input_names[0]])
+            in_place = deeplift.attribute(model, x, r, **kw)
+            mp.setattr(engine.PassState, "values_to_lose", lambda self, name: False)
+            fresh = deeplift.attribute(model, x, r, **kw)
+            mp.undo()
+            for a, b in zip(in_place, fresh):
+                torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, equal_nan=True, msg=method)
+
+
+def test_a_view_kept_for_the_scores_is_not_overwritten(monkeypatch):
+    torch.manual_seed(0)
+    net = _ViewScored().double().eval()
+    x = torch.randn(4, 3, 6, dtype=torch.float64)
+    model = deeplift.convert(net, x)
+    view = next(n for n in model.layer_names if type(model.layers[n]).__name__ in ("Flatten", "Reshape"))
+    kw = dict(method="reveal_cancel", fuse=False, score_layer=[view, model.input_names[0]])
+    r = torch.zeros_like(x[:1])
+    in_place = deeplift.attribute(model, x, r, **kw)
+    asked = []
+    values_to_lose = engine.PassState.values_to_lose
+
+    def spy(self, name):
+        asked.append((type(self.model.layers[name]).__name__, values_to_lose(self, name)))
+        return asked[-1][1]
+    monkeypatch.setattr(engine.PassState, "values_to_lose", spy)
+    deeplift.attribute(model, x, r, **kw)
+    assert ("Conv", False) in asked and ("Conv", True) not in asked  # asked, and refused
+    lost = _never_lose(monkeypatch)
+    fresh = deeplift.attribute(model, x, r, **kw)
+    assert "Conv" not in lost
+    for a, b in zip(in_place, fresh):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)

@@ -81,6 +81,9 @@ class PassState:
         self.running: str | None = None
         self.keep: frozenset[str] = frozenset()
         self._order = {n: i for i, n in enumerate(model.layer_names)}
+        #: layers whose example rows may be overwritten: the input whose split ``take_split``
+        #: is computing, the layer whose values leave after the backward now running
+        self._losing: set[str] = set()
 
     # -- per-pair values --------------------------------------------------------------------------
     def x(self, name: str) -> Tensor:
@@ -148,6 +151,9 @@ class PassState:
         if self.is_constant(name) or not self.difference_based:
             return self.delta(name).clone()
         rows, index = self.x_rows(name)
+        if index is None and self.values_to_lose(name) and rows.is_contiguous() and (
+                rows.shape == torch.broadcast_shapes(rows.shape, self.r_broadcast(name).shape)):
+            return rows.sub_(self.r_broadcast(name))  # its values are not read again
         if index is not None:  # gathered into the result itself: no per-pair copy kept in the pass
             return rows.index_select(0, index).sub_(self.r_broadcast(name))
         return torch.sub(self.x(name), self.r_broadcast(name))
@@ -191,14 +197,36 @@ class PassState:
         """``split(name)`` and whether ``reader`` may overwrite it (see ``State.take_split``):
         then the split and the layer's values leave the pass before ``reader`` computes, so
         its result can take their place rather than add to the peak."""
-        split = self.split(name)
         layer = self.model.layers[name]
         if (not self.hand_over or self.running != reader.name or name in self.keep
                 or not layer.hands_over_split
                 or min(self.model.consumers(name), key=self._order.__getitem__) != reader.name):
-            return split, False
+            return self.split(name), False
+        self._losing.add(name)
+        try:
+            split = self.split(name)
+        finally:
+            self._losing.discard(name)
         self.release(name)
         return split, True
+
+    def values_to_lose(self, name: str) -> bool:
+        """True while ``take_split`` computes the split of ``name`` that it hands over, or while
+        the backward of ``name`` runs when its values leave after it, if the pass owns that
+        layer's example rows and no other value or state of the pass overlaps them (a view kept
+        by a later layer, the target, a score layer)."""
+        if (name not in self._losing or name in self.keep or not self.owns_values[0]
+                or name not in self.x_values):
+            return False
+        rows, index = self.x_rows(name)
+        if index is not None:
+            return False
+        others = [v for d in (self.x_values, self._x) for n, v in d.items() if n != name]
+        others += [v for d in (self.r_values or {}, self._r, self._delta) for v in d.values()]
+        others += [t for n, split in self._split.items() if n != name for t in split]
+        others += [t for (n, _), v in self._cache.items() if n != name
+                   for t in (v if isinstance(v, (tuple, list)) else (v,)) if isinstance(t, Tensor)]
+        return not any(_overlap(rows, t) for t in others)
 
     def is_constant(self, name: str) -> bool:
         return isinstance(self.model.layers[name], Constant)
@@ -256,6 +284,19 @@ def _gather(v: Tensor, idx: "Tensor | int | None", constant: bool) -> Tensor:
 
 def _storage(t: Tensor) -> int:
     return t.untyped_storage().data_ptr()
+
+
+def _overlap(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors' memory may overlap (the byte span from first to last element)."""
+    if not isinstance(b, Tensor) or _storage(a) != _storage(b) or a.numel() == 0 or b.numel() == 0:
+        return False
+
+    def span(t: Tensor) -> tuple[int, int]:
+        start = t.storage_offset()
+        last = start + sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride()))
+        return start * t.element_size(), (last + 1) * t.element_size()
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
 
 
 def _fresh_flags(layer: Layer, grads: list[Multipliers], incoming: Multipliers | None
@@ -347,7 +388,13 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
         # (not when the node table reads the layer's incoming multipliers after its backward)
         state.owns_incoming = name in owned and name not in wanted and node_errors is None
         state.running = name
+        leaves = name != target and name not in wanted and (release or (
+            release_values and node_errors is None and not any(
+                model.layers[n].rereads_values(state) for n in (name, *model.consumers(name)))))
+        if leaves and node_errors is None:  # nothing reads its values after: it may compute in them
+            state._losing.add(name)
         grads = layer.backward(state, m_pos, m_neg)
+        state._losing.discard(name)
         state.running = None
         if node_errors is not None:
             error = node_conservation_error(model, state, name, (m_pos, m_neg), grads)
@@ -363,12 +410,11 @@ def backward(model: Model, state: PassState, target: str, seeds: Tensor,
                     if g_fresh:
                         owned.add(inp)
         del grads, m_pos, m_neg
-        if name == target or name in wanted:
+        if not leaves:
             continue
         if release:
             state.release(name)
-        elif release_values and node_errors is None and not any(
-                model.layers[n].rereads_values(state) for n in (name, *model.consumers(name))):
+        else:
             state.release_values(name)  # later passes read only the rule state it cached
     for name in score_layers:
         if name not in out:  # the target does not depend on this layer

@@ -44,6 +44,25 @@ def _rescale_kernel(f, d, xi: Tensor, xo: Tensor, x_index: Tensor | None, ri: Te
     return torch.where(dx.abs() < eps, d(ri), (take(xo, x_index) - ro) / dx)
 
 
+def _rescale_shape(xi: Tensor, xo: Tensor, x_index: Tensor | None, ri: Tensor, ro: Tensor,
+                   eps: float) -> torch.Size:
+    """The shape of the Rescale factor of these kernel arguments (per pair)."""
+    rows = xi.shape if x_index is None else (len(x_index), *xi.shape[1:])
+    return torch.broadcast_shapes(rows, ri.shape, ro.shape)
+
+
+def _rescale_into_kernel(f, d, xi: Tensor, xo: Tensor, ri: Tensor, ro: Tensor, eps: float
+                         ) -> Tensor:
+    """:func:`_rescale_kernel` written into ``xo`` (each element reads its own before the write)."""
+    return xo.copy_(_rescale_kernel(f, d, xi, xo, None, ri, ro, eps))
+
+
+def _rescale_times_into_kernel(f, d, m: Tensor, xi: Tensor, xo: Tensor, x_index: Tensor | None,
+                               ri: Tensor, ro: Tensor, eps: float) -> Tensor:
+    """:func:`_rescale_times_kernel` written into ``m``."""
+    return m.copy_(_rescale_times_kernel(f, d, m, xi, xo, x_index, ri, ro, eps))
+
+
 def _rescale_times_kernel(f, d, m: Tensor, xi: Tensor, xo: Tensor, x_index: Tensor | None,
                           ri: Tensor, ro: Tensor, eps: float) -> Tensor:
     """``m`` times the Rescale factor, the factor never stored."""
@@ -157,15 +176,27 @@ class Activation(Layer):
         if (not state.difference_based or state.is_cached(self, "rescale") or m.shape[0] != 1
                 or not state.final_backward):
             return None  # several targets or passes: the factor once, then a product per target
-        fused = self._fused(state, m.numel(), "rescale_times", _rescale_times_kernel)
-        return None if fused is None else fused(True, m, *self._rescale_inputs(state))
+        inputs = self._rescale_inputs(state)
+        if (state.owns_incoming and m.is_contiguous()
+                and torch.broadcast_shapes(m.shape[1:], _rescale_shape(*inputs)) == m.shape[1:]):
+            # the multipliers are ours to overwrite
+            fused = self._fused(state, m.numel(), "rescale_times_into", _rescale_times_into_kernel)
+        else:
+            fused = self._fused(state, m.numel(), "rescale_times", _rescale_times_kernel)
+        return None if fused is None else fused(True, m, *inputs)
 
     def rescale_factor(self, state) -> Tensor:
         def compute() -> Tensor:
             inp = self.inputs[0]
             fused = self._fused(state, state.pair_numel(inp), "rescale", _rescale_kernel)
             if fused is not None and state.difference_based:
-                return fused(True, *self._rescale_inputs(state))
+                xi, xo, x_index, ri, ro, eps = self._rescale_inputs(state)
+                if (x_index is None and xo.is_contiguous() and state.values_to_lose(self.name)
+                        and xo.shape == _rescale_shape(xi, xo, x_index, ri, ro, eps)):
+                    # its values are not read again: the factor takes their place
+                    into = self._fused(state, xo, "rescale_into", _rescale_into_kernel)
+                    return into(True, xi, xo, ri, ro, eps)
+                return fused(True, xi, xo, x_index, ri, ro, eps)
             # in place on tensors of its own: each activation-sized temporary costs a pass
             # over memory and, in a plain process, page faults
             dx = state.owned_delta(self.inputs[0])

@@ -84,6 +84,11 @@ class State(Protocol):
     def split(self, name: str) -> Split:
         """``(Δ⁺, Δ⁻)`` of layer ``name``'s output, by that layer's own ``split``."""
 
+    def values_to_lose(self, name: str) -> bool:
+        """Whether layer ``name``'s example rows (what ``x_rows`` gives) may be overwritten:
+        while ``take_split`` computes the split it hands over, or during the layer's own
+        backward when its values leave after it; only when nothing else holds those rows."""
+
     def take_split(self, name: str, reader: "Layer") -> tuple[Split, bool]:
         """``split(name)`` for ``reader``'s last read of it in this pass, and whether ``reader``
         may overwrite it: True when nothing reads that split or layer ``name``'s values later
@@ -312,12 +317,18 @@ def split_by_spread(total: Tensor, spread: Tensor, n_terms: int, fuse: bool = Fa
 
 
 def split_by_spread_of(x: "tuple[Tensor, Tensor | None]", r: Tensor, spread: Tensor, n_terms: int,
-                       fuse: bool) -> Split:
+                       fuse: bool, into_x: bool = False) -> Split:
     """:func:`split_by_spread` of ``total = x − r`` (the layer's own outputs, ``x`` as
     ``State.x_rows`` gives it), in one kernel. ``spread`` is overwritten: it becomes ``Δ⁺``
-    (one activation-sized tensor fewer at the split, where a pass's memory peaks)."""
+    (one activation-sized tensor fewer at the split, where a pass's memory peaks); with
+    ``into_x`` (the rows are the caller's to lose), ``Δ⁻`` is written into the rows: one more."""
     k = 1 - 2 * n_terms * torch.finfo(spread.dtype).eps
-    return kernel("spread_split_xr", lambda: _spread_split_xr, "spread split")(fuse, *x, r, spread, k)
+    rows, index = x
+    if into_x and index is None and rows.shape == spread.shape and rows.is_contiguous():
+        return kernel("spread_split_xr_into", lambda: _spread_split_xr_into,
+                      "spread split")(fuse, rows, r, spread, k)
+    return kernel("spread_split_xr", lambda: _spread_split_xr, "spread split")(fuse, rows, index,
+                                                                              r, spread, k)
 
 
 def take(rows: Tensor, index: "Tensor | None") -> Tensor:
@@ -338,6 +349,14 @@ def _spread_split_xr(x_rows: Tensor, x_index: "Tensor | None", r: Tensor, spread
                      k: float) -> Split:
     # _spread_split's arithmetic, bit for bit, with Δ⁺ written into spread and Δ⁻ into total
     total = take(x_rows, x_index) - r
+    a = total.abs()
+    pos = spread.copy_(torch.where(a >= spread * k, a, spread)).add_(total).mul_(0.5)
+    return pos, total.sub_(pos)
+
+
+def _spread_split_xr_into(x_rows: Tensor, r: Tensor, spread: Tensor, k: float) -> Split:
+    # _spread_split_xr's arithmetic, bit for bit, with the difference taken in the rows
+    total = x_rows.sub_(r)
     a = total.abs()
     pos = spread.copy_(torch.where(a >= spread * k, a, spread)).add_(total).mul_(0.5)
     return pos, total.sub_(pos)
@@ -388,7 +407,7 @@ class SignSplitLinear(Layer):
             return split_by_spread(self.apply(d, self.weight), spread, self.fan_in(), fuse)
         # W·Δx is the difference of the layer's own outputs (the bias cancels): no second op
         return split_by_spread_of(state.x_rows(self.name), state.r_broadcast(self.name), spread,
-                                  self.fan_in(), fuse)
+                                  self.fan_in(), fuse, into_x=state.values_to_lose(self.name))
 
     def fan_in(self) -> int:
         """How many terms each output sums (bounds the rounding error of the split)."""
