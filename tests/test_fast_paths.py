@@ -424,3 +424,24 @@ def test_a_view_kept_for_the_scores_is_not_overwritten(monkeypatch):
     assert "Conv" not in lost
     for a, b in zip(in_place, fresh):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("values", [
+    [0.5, 1e-9, 2.0, 0.0],        # non-negative, some near 0
+    [0.5, 2.0, 1e-3],             # non-negative, none near 0
+    [-0.5, -1e-9, -0.0],          # non-positive, some near 0
+    [-0.5, -2.0],                 # non-positive, none
+    [-1.0, 1.0],                  # both signs, none near 0 (min/max alone cannot tell)
+    [-1.0, 1e-9, 1.0],            # both signs, one near 0
+    [float("nan"), 1e-9, 1.0],    # NaN: the |t| path
+])
+def test_near_zero_mask_is_that_of_the_absolute_value(values):
+    from deeplift.layers.activations import _near_zero
+    t = torch.tensor(values, dtype=torch.float64)
+    expected = t.abs() < 1e-7
+    mask = _near_zero(t, 1e-7)
+    if bool(expected.any()):
+        assert torch.equal(mask, expected)
+    else:
+        assert mask is None
+    assert _near_zero(t[:0], 1e-7) is None

@@ -28,12 +28,31 @@ from .base import (Layer, Multipliers, PerPairLinearMap, Split, State, flat_targ
 from .linear import as_tensor
 
 
+def _near_zero(t: Tensor, bound: float) -> Tensor | None:
+    """The mask ``|t| < bound``, or None when no element is that close to 0. The parts of a
+    split are mostly of one sign: then one min/max pass decides, with no ``|t|`` tensor."""
+    if t.numel() == 0:
+        return None
+    lo, hi = torch.aminmax(t)
+    lo, hi = lo.item(), hi.item()
+    if lo >= 0:
+        return t < bound if lo < bound else None
+    if hi <= 0:
+        return t > -bound if hi > -bound else None
+    return _below(t.abs(), bound)  # (both signs, or NaN)
+
+
 def _below(t: Tensor, bound: float) -> Tensor | None:
     """The mask ``t < bound``, or None when no element is below it. The test is a min, a
-    single read of ``t`` (comparing first then reducing the boolean mask costs three passes)."""
-    if t.numel() == 0 or not bool(t.amin() < bound):
+    single read of ``t`` (comparing first then reducing the boolean mask costs three passes);
+    a NaN makes the min NaN, and then the mask itself decides."""
+    if t.numel() == 0:
         return None
-    return t < bound
+    low = t.amin().item()
+    if low >= bound:
+        return None
+    mask = t < bound
+    return mask if low < bound or bool(mask.any()) else None
 
 
 def _rescale_kernel(f, d, xi: Tensor, xo: Tensor, x_index: Tensor | None, ri: Tensor, ro: Tensor,
@@ -243,7 +262,7 @@ class Activation(Layer):
         dy = state.owned_delta(self.name)  # (after the split and f(r+Δx⁻): a lower peak)
         pos.add_(dy).mul_(0.5)
         neg = dy.sub_(pos)
-        near_p, near_n = _below(p.abs(), eps), _below(n.abs(), eps)
+        near_p, near_n = _near_zero(p, eps), _near_zero(n, eps)
         sp, sn = pos.div_(p), neg.div_(n)  # inf/nan where a part is 0: replaced just below
         if near_p is not None or near_n is not None:
             g = self.derivative(r)  # the limits: see _reveal_cancel
@@ -279,7 +298,7 @@ class Activation(Layer):
         pos = (frp - frn).add_(dy).mul_(0.5)
         neg = dy - pos
         sp, sn = pos / p, neg / n  # inf/nan where a part is 0: replaced just below
-        near_p, near_n = _below(p.abs(), eps), _below(n.abs(), eps)
+        near_p, near_n = _near_zero(p, eps), _near_zero(n, eps)
         if near_p is not None or near_n is not None:
             # the limits of Δy⁺/Δx⁺ as Δx⁺ → 0 and of Δy⁻/Δx⁻ as Δx⁻ → 0; not f'(r) alone:
             # Δy⁺ also holds f(x) − f(r+Δx⁻), whose slope in Δx⁺ is f'(r+Δx⁻)
