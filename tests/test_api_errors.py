@@ -349,3 +349,22 @@ def test_original_mode_names_select_the_same_methods():
     assert {get_method(v).name for v in NonlinearMxtsMode.vals} == {
         "gradient", "rescale", "deconvnet", "guided_backprop", "guided_backprop_rescale",
         "reveal_cancel", "pass_through", "genomics_default"}
+
+
+def test_a_constant_score_layer_is_a_named_error():
+    import torch
+    from torch import nn
+
+    class WithMask(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+            self.register_buffer("offset", torch.randn(3, 2))
+
+        def forward(self, x):
+            return self.lin(x) + self.offset.sum(0)  # a constant layer of the converted model
+    x = torch.randn(3, 4)
+    model = deeplift.convert(WithMask().eval(), x)
+    const = next(n for n in model.layer_names if type(model.layers[n]).__name__ == "Constant")
+    with pytest.raises(deeplift.InputError, match="constant.*no scores"):
+        deeplift.attribute(model, x, score_layer=const, method="gradient_x_input")

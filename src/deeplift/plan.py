@@ -24,6 +24,7 @@ from .conservation import warn_if_not_conserved
 from .errors import InputError
 from .graph import Model
 from .layers.activations import Activation, LogSoftmax, Sigmoid, Softmax
+from .layers.base import Constant
 from .methods import Method, get_method, rule_resolver
 from .precision import rules_model
 
@@ -177,10 +178,17 @@ def resolve_score_layers(model: Model, score_layer: Any) -> tuple[list[str], boo
     """The layers scores are computed at, and whether one layer (not a list) was asked for."""
     if score_layer is None:
         return list(model.input_names), False
-    if isinstance(score_layer, (str, int, np.integer)) and not isinstance(score_layer, bool):
-        return [model.resolve(int(score_layer) if isinstance(score_layer, np.integer) else score_layer,
-                              "score layer")], True
-    return [model.resolve(s, "score layer") for s in score_layer], False
+    single = isinstance(score_layer, (str, int, np.integer)) and not isinstance(score_layer, bool)
+    if single:
+        names = [model.resolve(int(score_layer) if isinstance(score_layer, np.integer) else score_layer,
+                               "score layer")]
+    else:
+        names = [model.resolve(s, "score layer") for s in score_layer]
+    for name in names:
+        if isinstance(model.layers[name], Constant):
+            raise InputError(f"score layer {name!r} is a constant of the model (it does not depend "
+                             "on the inputs): it has no scores")
+    return names, single
 
 
 def _check_scores_reach_target(model: Model, score_names: list[str], target: str) -> None:
