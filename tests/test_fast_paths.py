@@ -389,7 +389,9 @@ def test_scores_at_every_layer_are_those_of_fresh_tensors_on_random_models(seed)
     note("\n".join(desc))
     x, r = random_inputs(shape, 3, seed)
     model = deeplift.convert(net, x)
-    inner = [n for n in model.layer_names if n not in model.input_names][len(model.layer_names) // 3]
+    inner = [n for n in model.layer_names if n not in model.input_names
+             and not isinstance(model.layers[n], base.Constant)]
+    inner = inner[len(inner) // 3]
     with pytest.MonkeyPatch.context() as mp:
         for method in DEEPLIFT:
             kw = dict(method=method, target="all", fuse=False, score_layer=[inner, model.input_names[0]])
@@ -445,3 +447,49 @@ def test_near_zero_mask_is_that_of_the_absolute_value(values):
     else:
         assert mask is None
     assert _near_zero(t[:0], 1e-7) is None
+
+
+GRADIENT_STYLE = ["gradient", "gradient_x_input", "guided_backprop", "deconvnet", "integrated_gradients"]
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_a_gradient_pass_keeping_only_what_its_backward_reads_gives_the_same_scores(seed):
+    """The forward of a gradient-style pass keeps only the values its backward's layers read
+    (``Layer.gradient_reads``); on the random-model zoo, every such method scores as with every
+    value kept, bit for bit, at the inputs and at an inner layer."""
+    net, shape, desc = build_model(RandomChooser(seed), seed)
+    note("\n".join(desc))
+    x, r = random_inputs(shape, 3, seed)
+    model = deeplift.convert(net, x)
+    inner = [n for n in model.layer_names if n not in model.input_names
+             and not isinstance(model.layers[n], base.Constant)]
+    inner = inner[len(inner) // 2]
+    for method in GRADIENT_STYLE:
+        refs = r if method == "integrated_gradients" else None
+        for score_layer in (None, inner) if method != "integrated_gradients" else (None,):
+            kw = dict(method=method, target="all", fuse=False, steps=4, score_layer=score_layer)
+            lean = deeplift.attribute(model, x, refs, **kw)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(engine.PairRunner, "_gradient_keep", lambda self: None)
+                full = deeplift.attribute(model, x, refs, **kw)
+            torch.testing.assert_close(lean, full, rtol=0, atol=0, equal_nan=True, msg=method)
+
+
+def test_a_gradient_pass_keeps_no_convolution_output_of_a_relu_network(monkeypatch, x):
+    """As autograd: a convolution's output feeding a ReLU is freed once the ReLU has run (the
+    ReLU's backward reads its own output); the ReLUs', the input's and the target's stay."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(4, 6, 3, padding=1), nn.ReLU(), nn.Conv1d(6, 6, 3, padding=1),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(6 * 16, 3)).double().eval()
+    kept = []
+    forward_all = deeplift.Model.forward_all
+
+    def spy(self, *args, **kw):
+        values = forward_all(self, *args, **kw)
+        kept.append({type(self.layers[n]).__name__ for n in values})
+        return values
+    model = deeplift.convert(net, x[:2])
+    monkeypatch.setattr(deeplift.Model, "forward_all", spy)
+    deeplift.attribute(model, x, method="gradient", target=0)
+    assert kept[-1] == {"Input", "ReLU", "Dense"}  # (the dense layer: the target)

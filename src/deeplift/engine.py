@@ -50,7 +50,8 @@ class PassState:
 
     def __init__(self, model: Model, x_values: dict[str, Tensor], r_values: dict[str, Tensor] | None,
                  x_idx: Tensor | None, r_idx: Tensor | None, rule_for: Callable[[Layer], str],
-                 options: RuleOptions, forward_memos: dict[str, object] | None = None) -> None:
+                 options: RuleOptions, forward_memos: dict[str, object] | None = None,
+                 released: dict[str, tuple] | None = None) -> None:
         self.model = model
         self.forward_memos = forward_memos or {}
         self.x_values = x_values
@@ -65,7 +66,10 @@ class PassState:
         self._delta: dict[str, Tensor] = {}
         self._split: dict[str, Split] = {}
         self._cache: dict[tuple[str, str], object] = {}
-        self._released: dict[str, tuple[tuple[int, ...], torch.dtype, torch.device]] = {}
+        #: (per-example shape, dtype, device) of the layers whose values left the pass (or were
+        #: never kept: ``released``, from a forward that keeps only what the backward reads)
+        self._released: dict[str, tuple[tuple[int, ...], torch.dtype, torch.device]] = dict(
+            released or {})
         #: which of ``x_values``/``r_values`` this pass may empty as its backward goes (a
         #: reference set shared by every batch of a call stays)
         self.owns_values = (True, True)
@@ -513,6 +517,7 @@ class PairRunner:
         self.check_delta = method.sums_to_delta and set(score_names) == set(model.input_names)
         self.worst_delta: WorstError | None = None  # the largest error in units of rounding
         self.needed = [spec.layer, *score_names]
+        self.gradient_keep = self._gradient_keep() if not method.uses_reference else None
         #: set to a dict to collect every layer's own conservation error (DeepLIFT methods)
         self.node_errors: dict[str, float] | None = None
 
@@ -554,6 +559,18 @@ class PairRunner:
                     deltas[ex, rf] = batch_delta.transpose(0, 1)
         return new_scores() if scores is None else scores, deltas
 
+    def _gradient_keep(self) -> set[str]:
+        """The values a gradient-style pass keeps from its forward: the target's, the score
+        layers', the constants' and those the backward's layers read (``Layer.gradient_reads``)."""
+        model = self.model
+        keep = set(self.needed) | {n for n, layer in model.layers.items() if isinstance(layer, Constant)}
+        relevant = model.ancestors([self.spec.layer]) & model.descendants(self.score_names)
+        for name in relevant:
+            layer = model.layers[name]
+            if not isinstance(layer, (Input, Constant)):
+                keep.update(layer.gradient_reads(self.rule_for(layer)))
+        return keep
+
     def _cpu_batch_cap(self, xs: list[Tensor], batch_size: int) -> int:
         """On CPU, at most as many rows per batch as keep the largest layer's tensor within
         ``PASS_BYTES``: smaller batches of the same pairs give the same scores, and larger
@@ -578,10 +595,12 @@ class PairRunner:
             x_batch = [x.index_select(0, uniq_ex) for x in xs]
         memos: dict[str, object] = {}  # this batch's own: the model is shared between threads
         if not self.method.uses_reference:
+            dropped: dict[str, tuple] = {}
             with torch.no_grad():
-                x_values = self.model.forward_all(x_batch, self.needed, memos)
+                x_values = self.model.forward_all(x_batch, self.needed, memos,
+                                                  keep=self.gradient_keep, dropped=dropped)
             state = PassState(self.model, x_values, None, x_idx, None, self.rule_for, self.options,
-                              memos)
+                              memos, dropped)
             ms = self._backward(state, ex)
             out = []
             for name, (mp, mn) in zip(self.score_names, ms):
@@ -720,17 +739,22 @@ class PairRunner:
                 a = alphas.reshape(k, 1, *([1] * (d.ndim - 1)))
                 points.append(torch.addcmul(r.unsqueeze(0), a, d.unsqueeze(0)).reshape(k * n_pairs, *d.shape[1:]))
             memos: dict[str, object] = {}
+            dropped: dict[str, tuple] = {}
             if stem is None:
-                values = self.model.forward_all(points, self.needed, memos)
+                values = self.model.forward_all(points, self.needed, memos, keep=self.gradient_keep,
+                                                dropped=dropped)
             else:  # the inputs' rows only give the stem's layers their shapes
-                values = self.model.forward_all(x_pairs, self.needed, memos, given={stem: points[0]})
-            state = PassState(self.model, values, None, None, None, self.rule_for, self.options, memos)
+                values = self.model.forward_all(x_pairs, self.needed, memos, given={stem: points[0]},
+                                                keep=self.gradient_keep, dropped=dropped)
+            state = PassState(self.model, values, None, None, None, self.rule_for, self.options, memos,
+                              dropped)
             for i, (mp, _) in enumerate(self._backward(state, ex.repeat(k), sum_at)):
                 chunk_sum = mp.reshape(mp.shape[0], k, n_pairs, *mp.shape[2:]).sum(1)
                 grad_sums[i] = chunk_sum if grad_sums[i] is None else grad_sums[i].add_(chunk_sum)
             del state, points
         if stem is not None:  # the stem's transposed ops read only layer shapes from the state
-            state = PassState(self.model, values, None, None, None, self.rule_for, self.options)
+            state = PassState(self.model, values, None, None, None, self.rule_for, self.options,
+                              released=dropped)
             m = backward(self.model, state, stem, grad_sums[0], self.score_names)
             grad_sums = [m[n][0] for n in self.score_names]
         del values

@@ -143,14 +143,23 @@ class Model:
     # -- forward ----------------------------------------------------------------------------------
     def forward_all(self, inputs: Sequence[Tensor], needed: Iterable[str] | None = None,
                     memos: dict[str, object] | None = None,
-                    given: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+                    given: dict[str, Tensor] | None = None,
+                    keep: "set[str] | None" = None,
+                    dropped: "dict[str, tuple] | None" = None) -> dict[str, Tensor]:
         """Run the forward functions; ``inputs`` in ``input_names`` order; returns every value.
 
         ``memos``: a dict owned by the caller's pass that receives what layers can reuse from this
         forward (see ``Layer.forward_with_memo``). ``given``: values of some layers computed
         elsewhere (integrated gradients interpolates at the end of a linear stem); the layers
-        after them run on those."""
+        after them run on those. ``keep``: return only these values (and the inputs'), each
+        other one freed once the forward has no more use for it; ``dropped`` then receives
+        their (per-example shape, dtype, device)."""
         wanted = self.ancestors(needed) if needed is not None else set(self.layers)
+        uses: dict[str, int] = {}
+        if keep is not None:
+            for name in wanted:
+                for i in self.layers[name].inputs:
+                    uses[i] = uses.get(i, 0) + 1
         values: dict[str, Tensor] = dict(zip(self.input_names, inputs))
         values.update(given or {})
         rows = max((int(t.shape[0]) for t in [*inputs, *(given or {}).values()]), default=0)
@@ -169,7 +178,20 @@ class Model:
                 values[name], memo = layer.forward_with_memo(*args)
                 if memo is not None:
                     memos[name] = memo
+            if keep is not None:
+                del args
+                for i in layer.inputs:
+                    uses[i] -= 1
+                    if uses[i] == 0 and i not in keep and i not in self.input_names:
+                        self._drop(values, i, dropped)
+                if name not in keep and not uses.get(name):
+                    self._drop(values, name, dropped)
         return values
+
+    def _drop(self, values: dict[str, Tensor], name: str, dropped: "dict[str, tuple] | None") -> None:
+        v = values.pop(name)
+        if dropped is not None and isinstance(v, Tensor):
+            dropped[name] = (tuple(v.shape[1:]), v.dtype, v.device)
 
     def layer_shapes(self, inputs: Sequence[Tensor], needed: Iterable[str]) -> dict[str, tuple]:
         """Output shapes (batch axis of 1) of the ``needed`` layers for inputs shaped like

@@ -320,6 +320,12 @@ class Activation(Layer):
         # the built-in rules cache what their backward reads; a rule of the user's may not
         return getattr(nonlinearity_rule(state.rule(self)), "rereads_values", True)
 
+    def gradient_reads(self, rule: str) -> tuple[str, ...]:
+        # f'(x) at its input (the built-in gradient rules); DeconvNet and pass-through read nothing
+        if rule in ("deconvnet", "pass_through"):
+            return ()
+        return (self.inputs[0],) if rule in ("gradient", "guided_backprop") else super().gradient_reads(rule)
+
     def gradient(self, state: State) -> Tensor:
         """``f'(x)`` at the inputs of the pass."""
         return state.cached(self, "gradient", lambda: self.derivative(state.x(self.inputs[0])))
@@ -457,15 +463,24 @@ class ReLU(Activation):
     def derivative(self, x: Tensor) -> Tensor:
         return _step(x)
 
+    def gradient_reads(self, rule: str) -> tuple[str, ...]:
+        if rule in ("gradient", "guided_backprop"):
+            return (self.name,)  # f'(x) = [x > 0] = [f(x) > 0]: its output, as autograd keeps
+        return super().gradient_reads(rule)
+
+    def gradient(self, state: State) -> Tensor:
+        # [x > 0] read off the output (the values a gradient pass keeps, see gradient_reads)
+        return state.cached(self, "gradient", lambda: _step(state.x(self.name)))
+
     def times_gradient(self, state: State, m: Tensor) -> Tensor:
-        # m·[x>0] in one fused pass (autograd's own ReLU backward), not f'(x) then a product:
+        # m·[y>0] in one fused pass (autograd's own ReLU backward), not f'(x) then a product:
         # the gradient methods and integrated gradients spend most of their time here
         if not state.final_backward or state.is_cached(self, "gradient"):
             return super().times_gradient(state, m)  # later passes read f'(x), not the values
-        x = state.x(self.inputs[0])
-        if state.owns_incoming and m.is_contiguous() and m.shape[1:] == x.shape:
-            return torch.ops.aten.threshold_backward.grad_input(m, x, 0, grad_input=m)
-        return torch.ops.aten.threshold_backward(m, x, 0)
+        y = state.x(self.name)
+        if state.owns_incoming and m.is_contiguous() and m.shape[1:] == y.shape:
+            return torch.ops.aten.threshold_backward.grad_input(m, y, 0, grad_input=m)
+        return torch.ops.aten.threshold_backward(m, y, 0)
 
 
 class LeakyReLU(Activation):

@@ -187,6 +187,14 @@ class Layer:
         say no, that layer's values leave each pass once its backward is done."""
         return True
 
+    def gradient_reads(self, rule: str) -> tuple[str, ...]:
+        """The layers whose values this layer's backward reads in a pass of a gradient method or
+        integrated gradients (one multiplier per unit, no reference; ``rule``: the rule the
+        method chose for it), besides shapes. The forward of such a pass keeps only these (and
+        the target and score layers), as autograd keeps only what its backward reads. By default
+        its inputs and itself."""
+        return (*self.inputs, self.name)
+
     def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         raise NotImplementedError(f"{type(self).__name__} has no backward rule")
 
@@ -270,6 +278,9 @@ class SignPreservingLinear(Layer):
 
     def rereads_values(self, state: State) -> bool:
         return False  # its transpose reads shapes only
+
+    def gradient_reads(self, rule: str) -> tuple[str, ...]:
+        return ()
 
     def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         """``Lᵀ m`` for ``m`` of shape (B, *out) where B is a multiple of the number of pairs."""
@@ -427,6 +438,9 @@ class SignSplitLinear(Layer):
     def rereads_values(self, state: State) -> bool:
         return False  # the sign of its input's Δx is cached
 
+    def gradient_reads(self, rule: str) -> tuple[str, ...]:
+        return ()  # (one multiplier per unit: the transposed map alone)
+
 
 class SignedScale(Layer):
     """``y = a·x + b`` elementwise with a fixed ``a`` that may be negative (batch norm, scalar
@@ -447,6 +461,9 @@ class SignedScale(Layer):
 
     def rereads_values(self, state: State) -> bool:
         return False
+
+    def gradient_reads(self, rule: str) -> tuple[str, ...]:
+        return ()
 
     def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         a = self.scale(m_pos.ndim - 1)

@@ -42,6 +42,9 @@ class Sub(Layer):
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return a - b
 
+    def gradient_reads(self, rule: str) -> tuple[str, ...]:
+        return ()
+
     def split(self, state: State) -> Split:
         (ap, an), (bp, bn) = state.split(self.inputs[0]), state.split(self.inputs[1])
         return ap - bn, an - bp
