@@ -454,10 +454,11 @@ GRADIENT_STYLE = ["gradient", "gradient_x_input", "guided_backprop", "deconvnet"
 
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
-def test_a_gradient_pass_keeping_only_what_its_backward_reads_gives_the_same_scores(seed):
-    """The forward of a gradient-style pass keeps only the values its backward's layers read
-    (``Layer.gradient_reads``); on the random-model zoo, every such method scores as with every
-    value kept, bit for bit, at the inputs and at an inner layer."""
+def test_a_pass_keeping_only_what_its_backward_reads_gives_the_same_scores(seed):
+    """The forward of a pass keeps only the values its backward's layers read
+    (``Layer.pass_reads``: gradient-style methods, and DeepLIFT where every nonlinearity uses
+    Rescale); on the random-model zoo, every method scores as with every value kept, bit for
+    bit, at the inputs and at an inner layer."""
     net, shape, desc = build_model(RandomChooser(seed), seed)
     note("\n".join(desc))
     x, r = random_inputs(shape, 3, seed)
@@ -465,31 +466,47 @@ def test_a_gradient_pass_keeping_only_what_its_backward_reads_gives_the_same_sco
     inner = [n for n in model.layer_names if n not in model.input_names
              and not isinstance(model.layers[n], base.Constant)]
     inner = inner[len(inner) // 2]
-    for method in GRADIENT_STYLE:
-        refs = r if method == "integrated_gradients" else None
+    for method in [*GRADIENT_STYLE, *DEEPLIFT]:
+        refs = None if method in GRADIENT_STYLE[:-1] else r
         for score_layer in (None, inner) if method != "integrated_gradients" else (None,):
             kw = dict(method=method, target="all", fuse=False, steps=4, score_layer=score_layer)
             lean = deeplift.attribute(model, x, refs, **kw)
             with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(engine.PairRunner, "_gradient_keep", lambda self: None)
+                mp.setattr(engine.PairRunner, "_values_kept", lambda self: None)
                 full = deeplift.attribute(model, x, refs, **kw)
             torch.testing.assert_close(lean, full, rtol=0, atol=0, equal_nan=True, msg=method)
 
 
-def test_a_gradient_pass_keeps_no_convolution_output_of_a_relu_network(monkeypatch, x):
-    """As autograd: a convolution's output feeding a ReLU is freed once the ReLU has run (the
-    ReLU's backward reads its own output); the ReLUs', the input's and the target's stay."""
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv1d(4, 6, 3, padding=1)
+        self.conv = nn.Conv1d(6, 6, 3, padding=1)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        h = h + torch.relu(self.conv(h))
+        return self.head(h.mean(-1))
+
+
+@pytest.mark.parametrize("method, kept", [
+    ("rescale", {"Input", "Conv", "ReLU", "Dense"}),      # Δy/Δx of each ReLU: its input and output
+    ("reveal_cancel", None),                               # splits: every value stays
+    ("gradient", {"Input", "ReLU", "Dense"}),              # [y > 0] of each ReLU
+])
+def test_a_pass_keeps_what_its_rules_read_and_frees_the_rest(monkeypatch, x, method, kept):
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv1d(4, 6, 3, padding=1), nn.ReLU(), nn.Conv1d(6, 6, 3, padding=1),
-                        nn.ReLU(), nn.Flatten(), nn.Linear(6 * 16, 3)).double().eval()
-    kept = []
+    model = deeplift.convert(_Residual().double().eval(), x[:2])
+    seen = []
     forward_all = deeplift.Model.forward_all
 
     def spy(self, *args, **kw):
         values = forward_all(self, *args, **kw)
-        kept.append({type(self.layers[n]).__name__ for n in values})
+        seen.append({type(self.layers[n]).__name__ for n in values})
         return values
-    model = deeplift.convert(net, x[:2])
     monkeypatch.setattr(deeplift.Model, "forward_all", spy)
-    deeplift.attribute(model, x, method="gradient", target=0)
-    assert kept[-1] == {"Input", "ReLU", "Dense"}  # (the dense layer: the target)
+    refs = None if method == "gradient" else torch.zeros_like(x[:1]).expand(len(x), *x.shape[1:])
+    deeplift.attribute(model, x, refs, method=method, target=0)
+    every = {type(layer).__name__ for layer in model.layers.values()}
+    assert seen[-1] == (every if kept is None else kept)

@@ -342,11 +342,14 @@ def _add(a: Multipliers | None, b: Multipliers) -> Multipliers:
 
 
 def forward_together(model: Model, xs: Sequence[Tensor], rs: Sequence[Tensor], needed: Iterable[str],
-                     memos: dict[str, object] | None = None
+                     memos: dict[str, object] | None = None, keep: set[str] | None = None,
+                     dropped: dict[str, tuple] | None = None
                      ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """One forward over ``cat([x, r])``; returns the x and r halves of every value (views)."""
+    """One forward over ``cat([x, r])``; returns the x and r halves of every value (views);
+    ``keep``, ``dropped``: see ``Model.forward_all``."""
     n = xs[0].shape[0]
-    values = model.forward_all([torch.cat([x, r]) for x, r in zip(xs, rs)], needed, memos)
+    values = model.forward_all([torch.cat([x, r]) for x, r in zip(xs, rs)], needed, memos,
+                               keep=keep, dropped=dropped)
     x_values, r_values = {}, {}
     for name, v in values.items():
         if isinstance(model.layers[name], Constant):
@@ -517,7 +520,6 @@ class PairRunner:
         self.check_delta = method.sums_to_delta and set(score_names) == set(model.input_names)
         self.worst_delta: WorstError | None = None  # the largest error in units of rounding
         self.needed = [spec.layer, *score_names]
-        self.gradient_keep = self._gradient_keep() if not method.uses_reference else None
         #: set to a dict to collect every layer's own conservation error (DeepLIFT methods)
         self.node_errors: dict[str, float] | None = None
 
@@ -525,6 +527,7 @@ class PairRunner:
             steps: int, progress: bool):
         batch_size = self._cpu_batch_cap(xs, batch_size)
         self.batch_size = batch_size
+        self.keep = self._values_kept()
         n = xs[0].shape[0]
         t = len(self.spec.indices)
         dtype = self.model.dtype  # scores of integer token inputs are floating too
@@ -559,16 +562,22 @@ class PairRunner:
                     deltas[ex, rf] = batch_delta.transpose(0, 1)
         return new_scores() if scores is None else scores, deltas
 
-    def _gradient_keep(self) -> set[str]:
-        """The values a gradient-style pass keeps from its forward: the target's, the score
-        layers', the constants' and those the backward's layers read (``Layer.gradient_reads``)."""
+    def _values_kept(self) -> set[str] | None:
+        """The values a pass keeps from its forward: the target's, the score layers', the
+        constants' and those its backward reads (``Layer.pass_reads``); None (all) where a layer
+        does not say, or the node table reads every layer after the backward."""
         model = self.model
+        if self.node_errors is not None:
+            return None
         keep = set(self.needed) | {n for n, layer in model.layers.items() if isinstance(layer, Constant)}
         relevant = model.ancestors([self.spec.layer]) & model.descendants(self.score_names)
         for name in relevant:
             layer = model.layers[name]
             if not isinstance(layer, (Input, Constant)):
-                keep.update(layer.gradient_reads(self.rule_for(layer)))
+                reads = layer.pass_reads(self.rule_for(layer), self.method.uses_reference)
+                if reads is None:
+                    return None
+                keep.update(reads)
         return keep
 
     def _cpu_batch_cap(self, xs: list[Tensor], batch_size: int) -> int:
@@ -598,7 +607,7 @@ class PairRunner:
             dropped: dict[str, tuple] = {}
             with torch.no_grad():
                 x_values = self.model.forward_all(x_batch, self.needed, memos,
-                                                  keep=self.gradient_keep, dropped=dropped)
+                                                  keep=self.keep, dropped=dropped)
             state = PassState(self.model, x_values, None, x_idx, None, self.rule_for, self.options,
                               memos, dropped)
             ms = self._backward(state, ex)
@@ -607,15 +616,18 @@ class PairRunner:
                 mult = mp if mn is None else 0.5 * (mp + mn)
                 out.append(self.method.from_multipliers(mult, state.x(name)))
             return out, None
+        dropped = {}
         if self.shared_r_values is not None:
             with torch.no_grad():
-                x_values = self.model.forward_all(x_batch, self.needed, memos)
+                x_values = self.model.forward_all(x_batch, self.needed, memos, keep=self.keep,
+                                                  dropped=dropped)
             r_values, r_idx = self.shared_r_values, rf
         else:
             r_rows, r_idx = self._reference_rows(refs, ex, rf)
-            x_values, r_values = forward_together(self.model, x_batch, r_rows, self.needed, memos)
+            x_values, r_values = forward_together(self.model, x_batch, r_rows, self.needed, memos,
+                                                  keep=self.keep, dropped=dropped)
         state = PassState(self.model, x_values, r_values, x_idx, r_idx, self.rule_for, self.options,
-                          memos)
+                          memos, dropped)
         state.owns_values = (True, self.shared_r_values is None)
         ms = self._backward(state, ex)
         out = []
@@ -741,11 +753,11 @@ class PairRunner:
             memos: dict[str, object] = {}
             dropped: dict[str, tuple] = {}
             if stem is None:
-                values = self.model.forward_all(points, self.needed, memos, keep=self.gradient_keep,
+                values = self.model.forward_all(points, self.needed, memos, keep=self.keep,
                                                 dropped=dropped)
             else:  # the inputs' rows only give the stem's layers their shapes
                 values = self.model.forward_all(x_pairs, self.needed, memos, given={stem: points[0]},
-                                                keep=self.gradient_keep, dropped=dropped)
+                                                keep=self.keep, dropped=dropped)
             state = PassState(self.model, values, None, None, None, self.rule_for, self.options, memos,
                               dropped)
             for i, (mp, _) in enumerate(self._backward(state, ex.repeat(k), sum_at)):

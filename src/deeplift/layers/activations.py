@@ -320,11 +320,14 @@ class Activation(Layer):
         # the built-in rules cache what their backward reads; a rule of the user's may not
         return getattr(nonlinearity_rule(state.rule(self)), "rereads_values", True)
 
-    def gradient_reads(self, rule: str) -> tuple[str, ...]:
+    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
+        if reference:  # Rescale: Δy/Δx (its splits are never asked for in such a pass)
+            return (self.inputs[0], self.name) if rule == "rescale" else None
         # f'(x) at its input (the built-in gradient rules); DeconvNet and pass-through read nothing
         if rule in ("deconvnet", "pass_through"):
             return ()
-        return (self.inputs[0],) if rule in ("gradient", "guided_backprop") else super().gradient_reads(rule)
+        return (self.inputs[0],) if rule in ("gradient", "guided_backprop") else super().pass_reads(
+            rule, reference)
 
     def gradient(self, state: State) -> Tensor:
         """``f'(x)`` at the inputs of the pass."""
@@ -463,13 +466,13 @@ class ReLU(Activation):
     def derivative(self, x: Tensor) -> Tensor:
         return _step(x)
 
-    def gradient_reads(self, rule: str) -> tuple[str, ...]:
-        if rule in ("gradient", "guided_backprop"):
+    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
+        if not reference and rule in ("gradient", "guided_backprop"):
             return (self.name,)  # f'(x) = [x > 0] = [f(x) > 0]: its output, as autograd keeps
-        return super().gradient_reads(rule)
+        return super().pass_reads(rule, reference)
 
     def gradient(self, state: State) -> Tensor:
-        # [x > 0] read off the output (the values a gradient pass keeps, see gradient_reads)
+        # [x > 0] read off the output (the values a gradient pass keeps, see pass_reads)
         return state.cached(self, "gradient", lambda: _step(state.x(self.name)))
 
     def times_gradient(self, state: State, m: Tensor) -> Tensor:

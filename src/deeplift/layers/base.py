@@ -187,13 +187,15 @@ class Layer:
         say no, that layer's values leave each pass once its backward is done."""
         return True
 
-    def gradient_reads(self, rule: str) -> tuple[str, ...]:
-        """The layers whose values this layer's backward reads in a pass of a gradient method or
-        integrated gradients (one multiplier per unit, no reference; ``rule``: the rule the
-        method chose for it), besides shapes. The forward of such a pass keeps only these (and
-        the target and score layers), as autograd keeps only what its backward reads. By default
-        its inputs and itself."""
-        return (*self.inputs, self.name)
+    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
+        """The layers whose values (besides shapes) this layer's backward reads in a pass where
+        every layer gets one multiplier per unit and none asks for another's split: a gradient
+        method or integrated gradients (``reference`` False), or a DeepLIFT method whose
+        nonlinearities all use Rescale; ``rule``: the rule the method chose for it. The forward
+        of such a pass keeps only these (and the target and score layers), as autograd keeps
+        only what its backward reads; None: not known, every value is kept. By default its
+        inputs and itself without a reference, None with one."""
+        return None if reference else (*self.inputs, self.name)
 
     def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         raise NotImplementedError(f"{type(self).__name__} has no backward rule")
@@ -279,7 +281,7 @@ class SignPreservingLinear(Layer):
     def rereads_values(self, state: State) -> bool:
         return False  # its transpose reads shapes only
 
-    def gradient_reads(self, rule: str) -> tuple[str, ...]:
+    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
         return ()
 
     def transpose(self, state: State, m: Tensor) -> list[Tensor]:
@@ -438,7 +440,7 @@ class SignSplitLinear(Layer):
     def rereads_values(self, state: State) -> bool:
         return False  # the sign of its input's Δx is cached
 
-    def gradient_reads(self, rule: str) -> tuple[str, ...]:
+    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
         return ()  # (one multiplier per unit: the transposed map alone)
 
 
@@ -462,7 +464,7 @@ class SignedScale(Layer):
     def rereads_values(self, state: State) -> bool:
         return False
 
-    def gradient_reads(self, rule: str) -> tuple[str, ...]:
+    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
         return ()
 
     def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:

@@ -42,7 +42,7 @@ class Sub(Layer):
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return a - b
 
-    def gradient_reads(self, rule: str) -> tuple[str, ...]:
+    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
         return ()
 
     def split(self, state: State) -> Split:

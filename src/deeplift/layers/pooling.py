@@ -117,6 +117,9 @@ class _MaxRouting(Layer):
         p, n = state.split(self.inputs[0])
         return self._route_forward(state, p), self._route_forward(state, n)
 
+    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
+        return (*self.inputs, self.name)  # the routing: argmaxes of the input, its own output
+
     def rereads_values(self, state: State) -> bool:
         conserving = state.difference_based and state.options.max_routing == "conserving"
         return not conserving and self._ties_share(state)  # else the routing is cached
