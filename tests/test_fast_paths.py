@@ -492,7 +492,7 @@ class _Residual(nn.Module):
 
 @pytest.mark.parametrize("method, kept", [
     ("rescale", {"Input", "Conv", "ReLU", "Dense"}),      # Δy/Δx of each ReLU: its input and output
-    ("reveal_cancel", None),                               # splits: every value stays
+    ("reveal_cancel", {"Input", "Conv", "ReLU", "Dense"}),  # and the splits those read
     ("gradient", {"Input", "ReLU", "Dense"}),              # [y > 0] of each ReLU
 ])
 def test_a_pass_keeps_what_its_rules_read_and_frees_the_rest(monkeypatch, x, method, kept):
@@ -508,5 +508,20 @@ def test_a_pass_keeps_what_its_rules_read_and_frees_the_rest(monkeypatch, x, met
     monkeypatch.setattr(deeplift.Model, "forward_all", spy)
     refs = None if method == "gradient" else torch.zeros_like(x[:1]).expand(len(x), *x.shape[1:])
     deeplift.attribute(model, x, refs, method=method, target=0)
-    every = {type(layer).__name__ for layer in model.layers.values()}
-    assert seen[-1] == (every if kept is None else kept)
+    assert seen[-1] == kept
+
+
+def test_the_node_table_keeps_every_value(monkeypatch, x):
+    torch.manual_seed(0)
+    model = deeplift.convert(_Residual().double().eval(), x[:2])
+    seen = []
+    forward_all = deeplift.Model.forward_all
+
+    def spy(self, *args, **kw):
+        values = forward_all(self, *args, **kw)
+        seen.append(set(values))
+        return values
+    monkeypatch.setattr(deeplift.Model, "forward_all", spy)
+    refs = torch.zeros_like(x[:1]).expand(len(x), *x.shape[1:])
+    deeplift.attribute(model, x, refs, method="rescale", return_node_deltas=True)
+    assert seen[-1] == set(model.layer_names)

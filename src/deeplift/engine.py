@@ -20,7 +20,8 @@ from torch import Tensor
 from .genomics import hypothetical_contributions, one_hot_axis
 from .graph import Model
 from .conservation import WorstError, worst_of
-from .layers.base import Constant, Input, Layer, Multipliers, Split
+from .layers.activations import Activation
+from .layers.base import Constant, Input, Layer, Multipliers, SignSplitLinear, Split
 from .layers.linear import Conv, Dense
 from .methods import Method
 
@@ -569,16 +570,48 @@ class PairRunner:
         model = self.model
         if self.node_errors is not None:
             return None
+        reference = self.method.uses_reference
         keep = set(self.needed) | {n for n, layer in model.layers.items() if isinstance(layer, Constant)}
         relevant = model.ancestors([self.spec.layer]) & model.descendants(self.score_names)
+        paired = self._paired(relevant) if reference else {}
+        splits: set[str] = {n for n in self.score_names if paired.get(n)}  # contributions m±·Δ±
         for name in relevant:
             layer = model.layers[name]
             if not isinstance(layer, (Input, Constant)):
-                reads = layer.pass_reads(self.rule_for(layer), self.method.uses_reference)
+                reads = layer.pass_reads(self.rule_for(layer), reference, paired.get(name, False))
                 if reads is None:
                     return None
                 keep.update(reads)
+                splits.update(layer.splits_read(self.rule_for(layer)) if reference else ())
+        done: set[str] = set()
+        while splits:  # what computing the splits asked for reads, down to the inputs
+            name = splits.pop()
+            done.add(name)
+            layer = model.layers[name]
+            reads = layer.split_reads(self.rule_for(layer)) if not isinstance(layer, Constant) else ((), ())
+            if reads is None:
+                return None
+            keep.update(reads[0])
+            splits.update(set(reads[1]) - done)
         return keep
+
+    def _paired(self, relevant: set[str]) -> dict[str, bool]:
+        """Which layers receive two multipliers (m⁺ ≠ m⁻) in a DeepLIFT pass: those below a
+        RevealCancel nonlinearity, down to the next weighted linear layer, which joins them."""
+        paired: dict[str, bool] = {}
+        for name in reversed(self.model.layer_names):
+            if name not in relevant:
+                continue
+            layer = self.model.layers[name]
+            if isinstance(layer, Activation):
+                out = paired.get(name, False) or self.rule_for(layer) == "reveal_cancel"
+            elif isinstance(layer, SignSplitLinear):
+                out = False
+            else:
+                out = paired.get(name, False)
+            for i in layer.inputs:
+                paired[i] = paired.get(i, False) or out
+        return paired
 
     def _cpu_batch_cap(self, xs: list[Tensor], batch_size: int) -> int:
         """On CPU, at most as many rows per batch as keep the largest layer's tensor within

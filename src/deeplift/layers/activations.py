@@ -320,14 +320,23 @@ class Activation(Layer):
         # the built-in rules cache what their backward reads; a rule of the user's may not
         return getattr(nonlinearity_rule(state.rule(self)), "rereads_values", True)
 
-    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
-        if reference:  # Rescale: Δy/Δx (its splits are never asked for in such a pass)
-            return (self.inputs[0], self.name) if rule == "rescale" else None
+    def pass_reads(self, rule: str, reference: bool, paired: bool = False
+                   ) -> tuple[str, ...] | None:
+        if reference:  # Rescale's Δy/Δx; RevealCancel's parts (and its input's split)
+            return (self.inputs[0], self.name) if rule in ("rescale", "reveal_cancel") else None
         # f'(x) at its input (the built-in gradient rules); DeconvNet and pass-through read nothing
         if rule in ("deconvnet", "pass_through"):
             return ()
         return (self.inputs[0],) if rule in ("gradient", "guided_backprop") else super().pass_reads(
             rule, reference)
+
+    def splits_read(self, rule: str) -> tuple[str, ...]:
+        return (self.inputs[0],) if rule == "reveal_cancel" else ()
+
+    def split_reads(self, rule: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        if rule not in ("rescale", "reveal_cancel"):
+            return None
+        return (self.inputs[0], self.name), (self.inputs[0],)  # its factors, its input's split
 
     def gradient(self, state: State) -> Tensor:
         """``f'(x)`` at the inputs of the pass."""
@@ -466,10 +475,11 @@ class ReLU(Activation):
     def derivative(self, x: Tensor) -> Tensor:
         return _step(x)
 
-    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
+    def pass_reads(self, rule: str, reference: bool, paired: bool = False
+                   ) -> tuple[str, ...] | None:
         if not reference and rule in ("gradient", "guided_backprop"):
             return (self.name,)  # f'(x) = [x > 0] = [f(x) > 0]: its output, as autograd keeps
-        return super().pass_reads(rule, reference)
+        return super().pass_reads(rule, reference, paired)
 
     def gradient(self, state: State) -> Tensor:
         # [x > 0] read off the output (the values a gradient pass keeps, see pass_reads)

@@ -187,15 +187,25 @@ class Layer:
         say no, that layer's values leave each pass once its backward is done."""
         return True
 
-    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
-        """The layers whose values (besides shapes) this layer's backward reads in a pass where
-        every layer gets one multiplier per unit and none asks for another's split: a gradient
-        method or integrated gradients (``reference`` False), or a DeepLIFT method whose
-        nonlinearities all use Rescale; ``rule``: the rule the method chose for it. The forward
-        of such a pass keeps only these (and the target and score layers), as autograd keeps
-        only what its backward reads; None: not known, every value is kept. By default its
-        inputs and itself without a reference, None with one."""
+    def pass_reads(self, rule: str, reference: bool, paired: bool = False
+                   ) -> tuple[str, ...] | None:
+        """The layers whose values (besides shapes) this layer's backward reads: in a pass of a
+        gradient method or integrated gradients (``reference`` False), or of a DeepLIFT method
+        (``rule``: the rule the method chose for it; ``paired``: whether it receives two
+        multipliers, m⁺ ≠ m⁻). The splits it asks for are ``splits_read``'s. The forward of a
+        pass keeps only these (and the target and score layers), as autograd keeps only what its
+        backward reads; None: not known, every value is kept. By default its inputs and itself
+        without a reference, None with one."""
         return None if reference else (*self.inputs, self.name)
+
+    def splits_read(self, rule: str) -> tuple[str, ...]:
+        """The layers whose splits (Δ⁺, Δ⁻) this layer's backward asks for under ``rule``."""
+        return ()
+
+    def split_reads(self, rule: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """What computing this layer's own split reads: (layers whose values, layers whose
+        splits); None: not known."""
+        return None
 
     def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         raise NotImplementedError(f"{type(self).__name__} has no backward rule")
@@ -246,6 +256,9 @@ class Input(Layer):
         d = state.delta(self.name)
         return positive(d), negative(d)
 
+    def split_reads(self, rule: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        return (self.name,), ()
+
 
 class Constant(Layer):
     """A tensor that does not depend on the inputs (a lifted constant or a parameter used as data).
@@ -281,8 +294,15 @@ class SignPreservingLinear(Layer):
     def rereads_values(self, state: State) -> bool:
         return False  # its transpose reads shapes only
 
-    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
+    def pass_reads(self, rule: str, reference: bool, paired: bool = False
+                   ) -> tuple[str, ...] | None:
         return ()
+
+    def split_reads(self, rule: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        # (a subclass with a split of its own says what it reads, or is not known)
+        if type(self).split is not SignPreservingLinear.split:
+            return None
+        return (), tuple(self.inputs)
 
     def transpose(self, state: State, m: Tensor) -> list[Tensor]:
         """``Lᵀ m`` for ``m`` of shape (B, *out) where B is a multiple of the number of pairs."""
@@ -440,8 +460,13 @@ class SignSplitLinear(Layer):
     def rereads_values(self, state: State) -> bool:
         return False  # the sign of its input's Δx is cached
 
-    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
-        return ()  # (one multiplier per unit: the transposed map alone)
+    def pass_reads(self, rule: str, reference: bool, paired: bool = False
+                   ) -> tuple[str, ...] | None:
+        # one multiplier per unit: the transposed map alone; two: also the sign of its input's Δx
+        return (self.inputs[0],) if paired else ()
+
+    def split_reads(self, rule: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        return (self.inputs[0], self.name), ()  # |W|·|Δx| and its own W·Δx
 
 
 class SignedScale(Layer):
@@ -464,8 +489,12 @@ class SignedScale(Layer):
     def rereads_values(self, state: State) -> bool:
         return False
 
-    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
+    def pass_reads(self, rule: str, reference: bool, paired: bool = False
+                   ) -> tuple[str, ...] | None:
         return ()
+
+    def split_reads(self, rule: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        return (), (self.inputs[0],)
 
     def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         a = self.scale(m_pos.ndim - 1)

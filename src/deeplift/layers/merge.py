@@ -42,8 +42,12 @@ class Sub(Layer):
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return a - b
 
-    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
+    def pass_reads(self, rule: str, reference: bool, paired: bool = False
+                   ) -> tuple[str, ...] | None:
         return ()
+
+    def split_reads(self, rule: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        return (), tuple(self.inputs)
 
     def split(self, state: State) -> Split:
         (ap, an), (bp, bn) = state.split(self.inputs[0]), state.split(self.inputs[1])

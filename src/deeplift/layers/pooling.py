@@ -117,8 +117,12 @@ class _MaxRouting(Layer):
         p, n = state.split(self.inputs[0])
         return self._route_forward(state, p), self._route_forward(state, n)
 
-    def pass_reads(self, rule: str, reference: bool) -> tuple[str, ...] | None:
+    def pass_reads(self, rule: str, reference: bool, paired: bool = False
+                   ) -> tuple[str, ...] | None:
         return (*self.inputs, self.name)  # the routing: argmaxes of the input, its own output
+
+    def split_reads(self, rule: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        return (*self.inputs, self.name), tuple(self.inputs)
 
     def rereads_values(self, state: State) -> bool:
         conserving = state.difference_based and state.options.max_routing == "conserving"
