@@ -380,18 +380,24 @@ class _ViewScored(nn.Module):
         return torch.relu(h).sum((1, 2)).unsqueeze(1) + self.head(h.flatten(1))
 
 
-@settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1))
-def test_scores_at_every_layer_are_those_of_fresh_tensors_on_random_models(seed):
-    """On the random-model zoo, scores asked at an inner layer (whose values, or views of them,
-    stay for the scores) and at the inputs equal those computed with nothing overwritten."""
+def _random_case(seed: int, depth: float):
+    """A model of the random zoo, 3 inputs and references, and a layer ``depth`` of the way in
+    (not an input, not a constant) to ask scores at."""
     net, shape, desc = build_model(RandomChooser(seed), seed)
     note("\n".join(desc))
     x, r = random_inputs(shape, 3, seed)
     model = deeplift.convert(net, x)
     inner = [n for n in model.layer_names if n not in model.input_names
              and not isinstance(model.layers[n], base.Constant)]
-    inner = inner[len(inner) // 3]
+    return model, x, r, inner[int(len(inner) * depth)]
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_scores_at_every_layer_are_those_of_fresh_tensors_on_random_models(seed):
+    """On the random-model zoo, scores asked at an inner layer (whose values, or views of them,
+    stay for the scores) and at the inputs equal those computed with nothing overwritten."""
+    model, x, r, inner = _random_case(seed, 1 / 3)
     with pytest.MonkeyPatch.context() as mp:
         for method in DEEPLIFT:
             kw = dict(method=method, target="all", fuse=False, score_layer=[inner, model.input_names[0]])
@@ -456,16 +462,10 @@ GRADIENT_STYLE = ["gradient", "gradient_x_input", "guided_backprop", "deconvnet"
 @given(seed=st.integers(0, 2**32 - 1))
 def test_a_pass_keeping_only_what_its_backward_reads_gives_the_same_scores(seed):
     """The forward of a pass keeps only the values its backward's layers read
-    (``Layer.pass_reads``: gradient-style methods, and DeepLIFT where every nonlinearity uses
-    Rescale); on the random-model zoo, every method scores as with every value kept, bit for
-    bit, at the inputs and at an inner layer."""
-    net, shape, desc = build_model(RandomChooser(seed), seed)
-    note("\n".join(desc))
-    x, r = random_inputs(shape, 3, seed)
-    model = deeplift.convert(net, x)
-    inner = [n for n in model.layer_names if n not in model.input_names
-             and not isinstance(model.layers[n], base.Constant)]
-    inner = inner[len(inner) // 2]
+    and the splits it asks for (``Layer.pass_reads``, ``splits_read``, ``split_reads``); on the
+    random-model zoo, every method scores as with every value kept, bit for bit, at the inputs
+    and at an inner layer."""
+    model, x, r, inner = _random_case(seed, 1 / 2)
     for method in [*GRADIENT_STYLE, *DEEPLIFT]:
         refs = None if method in GRADIENT_STYLE[:-1] else r
         for score_layer in (None, inner) if method != "integrated_gradients" else (None,):
@@ -490,28 +490,8 @@ class _Residual(nn.Module):
         return self.head(h.mean(-1))
 
 
-@pytest.mark.parametrize("method, kept", [
-    ("rescale", {"Input", "Conv", "ReLU", "Dense"}),      # Δy/Δx of each ReLU: its input and output
-    ("reveal_cancel", {"Input", "Conv", "ReLU", "Dense"}),  # and the splits those read
-    ("gradient", {"Input", "ReLU", "Dense"}),              # [y > 0] of each ReLU
-])
-def test_a_pass_keeps_what_its_rules_read_and_frees_the_rest(monkeypatch, x, method, kept):
-    torch.manual_seed(0)
-    model = deeplift.convert(_Residual().double().eval(), x[:2])
-    seen = []
-    forward_all = deeplift.Model.forward_all
-
-    def spy(self, *args, **kw):
-        values = forward_all(self, *args, **kw)
-        seen.append({type(self.layers[n]).__name__ for n in values})
-        return values
-    monkeypatch.setattr(deeplift.Model, "forward_all", spy)
-    refs = None if method == "gradient" else torch.zeros_like(x[:1]).expand(len(x), *x.shape[1:])
-    deeplift.attribute(model, x, refs, method=method, target=0)
-    assert seen[-1] == kept
-
-
-def test_the_node_table_keeps_every_value(monkeypatch, x):
+def _kept_by_the_last_forward(monkeypatch, x, **kw) -> tuple[deeplift.Model, set[str]]:
+    """The layers whose values the last forward of a call on ``_Residual`` returned."""
     torch.manual_seed(0)
     model = deeplift.convert(_Residual().double().eval(), x[:2])
     seen = []
@@ -522,6 +502,21 @@ def test_the_node_table_keeps_every_value(monkeypatch, x):
         seen.append(set(values))
         return values
     monkeypatch.setattr(deeplift.Model, "forward_all", spy)
-    refs = torch.zeros_like(x[:1]).expand(len(x), *x.shape[1:])
-    deeplift.attribute(model, x, refs, method="rescale", return_node_deltas=True)
-    assert seen[-1] == set(model.layer_names)
+    refs = None if kw["method"] == "gradient" else torch.zeros_like(x).unsqueeze(1)
+    deeplift.attribute(model, x, refs, target=0, **kw)
+    return model, seen[-1]
+
+
+@pytest.mark.parametrize("method, kept", [
+    ("rescale", {"Input", "Conv", "ReLU", "Dense"}),      # Δy/Δx of each ReLU: its input and output
+    ("reveal_cancel", {"Input", "Conv", "ReLU", "Dense"}),  # and the splits those read
+    ("gradient", {"Input", "ReLU", "Dense"}),              # [y > 0] of each ReLU
+])
+def test_a_pass_keeps_what_its_rules_read_and_frees_the_rest(monkeypatch, x, method, kept):
+    model, names = _kept_by_the_last_forward(monkeypatch, x, method=method)
+    assert {type(model.layers[n]).__name__ for n in names} == kept
+
+
+def test_the_node_table_keeps_every_value(monkeypatch, x):
+    model, names = _kept_by_the_last_forward(monkeypatch, x, method="rescale", return_node_deltas=True)
+    assert names == set(model.layer_names)
