@@ -125,6 +125,62 @@ def test_maxpool_with_moved_argmax_conserves_delta_and_gradient_routing_does_not
     assert err.item() == pytest.approx(2.0)
 
 
+def _conserving_pool_then_sum_scores(x: torch.Tensor, r: torch.Tensor, k: int) -> torch.Tensor:
+    """The conserving rule from its definition, window by window, for non-overlapping 1-d windows
+    of size k followed by a sum: λ·Δx_i to the input's argmax i, (1−λ)·Δx_j to the reference's j
+    (first maxima, as PyTorch picks them)."""
+    scores = torch.zeros_like(x)
+    for b in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            for w in range(x.shape[2] // k):
+                xs, rs = x[b, c, w * k:(w + 1) * k].tolist(), r[b, c, w * k:(w + 1) * k].tolist()
+                i, j = xs.index(max(xs)), rs.index(max(rs))
+                gap_x, gap_r = xs[i] - xs[j], rs[j] - rs[i]
+                lam = 1.0 if gap_x + gap_r == 0 else gap_x / (gap_x + gap_r)
+                scores[b, c, w * k + i] += lam * (xs[i] - rs[i])
+                scores[b, c, w * k + j] += (1 - lam) * (xs[j] - rs[j])
+    return scores
+
+
+@pytest.mark.parametrize("reference", ["constant", "at the input's argmax", "moved argmax"])
+def test_max_pooling_matches_the_conserving_rule_from_its_definition(reference):
+    # the first two references put the reference at its window's maximum wherever the input's
+    # argmax is (λ = 1 in every window: routed to the input's argmax alone); the last moves it
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn((4, 3, 12), generator=gen, dtype=torch.float64)
+    if reference == "constant":
+        r = torch.full_like(x, 0.3)
+    else:
+        r = torch.randn((4, 3, 12), generator=gen, dtype=torch.float64)
+        if reference == "at the input's argmax":
+            windows = r.view(4, 3, 4, 3)
+            _, i = x.view(4, 3, 4, 3).max(3, keepdim=True)
+            windows.scatter_(3, i, windows.amax(3, keepdim=True) + 1.0)
+    expected = _conserving_pool_then_sum_scores(x, r, 3)
+    net = _PoolThenSum(nn.MaxPool1d(3)).double()
+    model = deeplift.convert(net, x)
+    for method in DEEPLIFT_METHODS:
+        scores = deeplift.attribute(model, x, r, method=method)
+        torch.testing.assert_close(scores, expected, rtol=0, atol=1e-12)
+    moved = (expected != 0).sum().item() - (x.numel() // 3)
+    assert moved == 0 if reference != "moved argmax" else moved > 0
+
+
+def test_global_max_with_tied_inputs_and_a_constant_reference_routes_to_one_maximum():
+    # DeepLIFT's conserving rule: Δy = x_i − c goes to one maximum (the first), not shared like
+    # the gradient of amax; either way the contributions sum to Δy
+    class GlobalMax(nn.Module):
+        def forward(self, x):
+            return x.amax(dim=2)
+
+    x = torch.tensor([[[1.0, 4.0, 4.0, 2.0]]], dtype=torch.float64)
+    model = deeplift.convert(GlobalMax().double(), x)
+    scores = deeplift.attribute(model, x, torch.full_like(x, 0.5))
+    torch.testing.assert_close(scores, torch.tensor([[[0.0, 3.5, 0.0, 0.0]]], dtype=torch.float64))
+    shared = deeplift.attribute(model, x, torch.full_like(x, 0.5), max_routing="gradient")
+    torch.testing.assert_close(shared, torch.tensor([[[0.0, 1.75, 1.75, 0.0]]], dtype=torch.float64))
+
+
 @pytest.mark.parametrize("pool", [
     nn.MaxPool1d(3, stride=2, padding=1),
     nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),

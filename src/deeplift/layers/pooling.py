@@ -53,6 +53,10 @@ class _MaxRouting(Layer):
     def _ties_share(self, state) -> bool:
         return False
 
+    @staticmethod
+    def _conserving(state) -> bool:
+        return state.difference_based and state.options.max_routing == "conserving"
+
     # The forward pass finds the argmax anyway; the engine keeps it with the pass (never on the
     # layer, which concurrent calls share) and the routing reuses it instead of pooling again.
     def _remembered_indices(self, state) -> Tensor | None:
@@ -71,15 +75,20 @@ class _MaxRouting(Layer):
             else:
                 i = state.select_x_rows(i).long()  # (gather and scatter take int64)
                 xi = state.x(self.name).reshape(i.shape)
-            conserving = state.difference_based and state.options.max_routing == "conserving"
-            if not conserving:
+            if not self._conserving(state):
                 return i, None, None
             r = state.r_broadcast(inp)  # one row when every pair shares the reference
             rf = self.flat_view(r)
             rj, j = self.max_with_indices(rf, r)
             if rf.shape[0] != xf.shape[0]:
                 rf, rj, j = (t.expand(xf.shape[0], *t.shape[1:]) for t in (rf, rj, j))
-            gap_x, gap_r = xi - xf.gather(2, j), rj - rf.gather(2, i)
+            gap_r = rj - rf.gather(2, i)
+            if not gap_r.any():
+                # the reference is at its window's maximum wherever the input's argmax is (a
+                # constant reference, or argmaxes that agree): λ = 1 everywhere, the gradient's
+                # routing, without gathering and scattering a second share of zeros
+                return i, None, None
+            gap_x = xi - xf.gather(2, j)
             # λ = gap_x / (gap_x + gap_r); both gaps are 0 only when i is the reference's argmax too
             lam = (gap_x / (gap_x + gap_r)).nan_to_num_(nan=1.0)
             return i, j, lam
@@ -100,7 +109,7 @@ class _MaxRouting(Layer):
         t = m.shape[0]
         in_shape, _, _ = state.pair_shape(self.inputs[0], m.shape[1])
         mf = m.reshape(t, i.shape[0], i.shape[1], -1)
-        if j is None and self._ties_share(state):
+        if j is None and not self._conserving(state) and self._ties_share(state):
             return self._ties_backward(state, m)
         g = torch.zeros((t, *self.flat_shape(in_shape)), dtype=m.dtype, device=m.device)
         if j is None:
@@ -125,8 +134,7 @@ class _MaxRouting(Layer):
         return (*self.inputs, self.name), tuple(self.inputs)
 
     def rereads_values(self, state: State) -> bool:
-        conserving = state.difference_based and state.options.max_routing == "conserving"
-        return not conserving and self._ties_share(state)  # else the routing is cached
+        return not self._conserving(state) and self._ties_share(state)  # else the routing is cached
 
     def backward(self, state: State, m_pos: Tensor, m_neg: Tensor | None) -> list[Multipliers]:
         return [(self._route_backward(state, m_pos),
