@@ -15,15 +15,15 @@ Rows (the goals are those of issue 10):
 - peers (``pip install '.[bench]'``): Captum DeepLift, DeepLiftShap (10 references) and
   IntegratedGradients, tangermeme's deep_lift_shap (10 references), where installed.
 
-Timing: interleaved rounds (the baseline, then every row, again and again), the median of each
-row's per-round ratio to the baseline; ``spread`` is the largest over the smallest per-round
-ratio; ``faults``, the median memory per call that the OS had to map in afresh (minor page
-faults: in a plain process glibc returns freed memory at the top of its heap, and a call that
-allocates it again pays for zeroed pages). Memory: each row runs in a fresh process, once to warm up and once measured: the peak of
-torch's allocator during the call (CPU: from the profiler's allocation events; CUDA: the
-allocator's peak), as a ratio to the same for the autograd gradient. ``rescale, 4x the
-examples`` runs 4 batches: its memory equal to ``rescale``'s shows it is flat over batches. Run
-on a quiet machine.
+Timing: interleaved rounds (every row, again and again, each timed right after a baseline call
+of its own), the median of each row's per-round ratio to that baseline call; ``spread`` is the
+largest over the smallest per-round ratio; ``faults``, the median memory per call that the OS
+had to map in afresh (minor page faults: in a plain process glibc returns freed memory at the
+top of its heap, and a call that allocates it again pays for zeroed pages). Memory: each row
+runs in a fresh process, once to warm up and once measured: the peak of torch's allocator during
+the call (CPU: from the profiler's allocation events; CUDA: the allocator's peak), as a ratio to
+the same for the autograd gradient. ``rescale, 4x the examples`` runs 4 batches: its memory
+equal to ``rescale``'s shows it is flat over batches. Run on a quiet machine.
 """
 
 from __future__ import annotations
@@ -185,30 +185,47 @@ def page_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+def _timed(fn: Callable[[], object], device: str) -> tuple[float, int]:
+    """(seconds, minor page faults) of one call."""
+    sync(device)
+    start, faulted = time.perf_counter(), page_faults()
+    fn()
+    sync(device)
+    return time.perf_counter() - start, page_faults() - faulted
+
+
 def time_rows(calls: dict, rounds: int, device: str) -> dict[str, tuple[float, float, float, float]]:
     """name -> (median seconds, median ratio to the baseline, spread of the ratio, median MB
-    of memory page-faulted in per call)."""
+    of memory page-faulted in per call).
+
+    In every round each row is timed right after a baseline call of its own (itself after one
+    untimed baseline call, so that it does not pay for what the previous row left behind): the
+    ratio compares two calls a fraction of a second apart, not a row with a baseline timed
+    minutes earlier on a machine whose speed drifts."""
     warnings.simplefilter("ignore")  # the peers warn on every call (hooks, convergence deltas)
     for fn, _ in calls.values():  # warm-up
         fn()
+    base_key, (baseline, _) = next(iter(calls.items()))
     times: dict[str, list[float]] = {k: [] for k in calls}
+    ratios: dict[str, list[float]] = {k: [] for k in calls}
     faults: dict[str, list[int]] = {k: [] for k in calls}
     for _ in range(rounds):
         for key, (fn, _) in calls.items():
-            sync(device)
-            start, faulted = time.perf_counter(), page_faults()
-            fn()
-            sync(device)
-            times[key].append(time.perf_counter() - start)
-            faults[key].append(page_faults() - faulted)
-    base = times[next(iter(calls))]
+            baseline()
+            base_seconds, base_faults = _timed(baseline, device)
+            times[base_key].append(base_seconds)
+            faults[base_key].append(base_faults)
+            if key == base_key:
+                continue
+            seconds, faulted = _timed(fn, device)
+            times[key].append(seconds)
+            ratios[key].append(seconds / base_seconds)
+            faults[key].append(faulted)
+    ratios[base_key] = [1.0]
     page_mb = resource.getpagesize() / 2 ** 20
-    out = {}
-    for key, ts in times.items():
-        ratios = [t / b for t, b in zip(ts, base)]
-        out[key] = (statistics.median(ts), statistics.median(ratios), max(ratios) / min(ratios),
-                    statistics.median(faults[key]) * page_mb)
-    return out
+    return {key: (statistics.median(ts), statistics.median(ratios[key]),
+                  max(ratios[key]) / min(ratios[key]), statistics.median(faults[key]) * page_mb)
+            for key, ts in times.items()}
 
 
 def allocator_peak(call: Callable[[], object]) -> float:
