@@ -120,3 +120,34 @@ def test_integrated_gradients_delta_adds_one_forward_of_examples_and_references(
     with torch.no_grad():
         gap = net(x)[:, 0] - net(r)[:, 0]
     np.testing.assert_allclose(delta, scores.sum((1, 2)) - gap, rtol=0, atol=1e-12)
+
+
+def test_integrated_gradients_interpolate_after_a_stem_of_convolution_batch_norm_and_pooling():
+    # every layer before the ReLU is affine: the path is interpolated after the average pool,
+    # so neither the convolution nor the batch norm runs on the 37 interpolation points
+    torch.manual_seed(6)
+    bn = nn.BatchNorm1d(4)
+    with torch.no_grad():
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.normal_()  # some negative scales
+        bn.bias.normal_()
+    net = nn.Sequential(nn.Conv1d(3, 4, 3, padding=1), bn, nn.AvgPool1d(2), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(16, 2)).double().eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 3, 8, dtype=torch.float64, generator=g)
+    r = torch.randn(3, 3, 8, dtype=torch.float64, generator=g)
+    model = deeplift.convert(net, x[:2])
+    rows_seen: dict[str, list[int]] = {}
+    for name, layer in model.layers.items():
+        if type(layer).__name__ in ("Conv", "BatchNorm", "AvgPool", "ReLU"):
+            def counting(t, _forward=layer.forward, _name=type(layer).__name__):
+                rows_seen.setdefault(_name, []).append(int(t.shape[0]))
+                return _forward(t)
+            layer.forward = counting
+    steps = 37
+    got = deeplift.attribute(model, x, r, method="integrated_gradients", steps=steps,
+                             batch_size=40, target=1)
+    np.testing.assert_allclose(got, _autograd_midpoint_ig(net, x, r, steps, 1), rtol=0, atol=1e-12)
+    assert max(rows_seen["BatchNorm"]) <= len(x) and max(rows_seen["Conv"]) <= len(x)
+    assert sum(rows_seen["ReLU"]) == steps * len(x)  # the first layer after the stem: every point

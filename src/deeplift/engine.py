@@ -21,8 +21,8 @@ from .genomics import hypothetical_contributions, one_hot_axis
 from .graph import Model
 from .conservation import WorstError, worst_of
 from .layers.activations import Activation
-from .layers.base import Constant, Input, Layer, Multipliers, SignSplitLinear, Split
-from .layers.linear import Conv, Dense
+from .layers.base import (Constant, Input, Layer, Multipliers, SignedScale, SignPreservingLinear,
+                          SignSplitLinear, Split)
 from .methods import Method
 
 
@@ -497,6 +497,11 @@ def _cat_multipliers(parts: list) -> tuple:
     return pos, torch.cat([p if n is None else n for p, n in parts])
 
 
+#: layers whose output is an affine function of their input (with a backward that reads no
+#: values): integrated gradients' linear stem (``PairRunner._linear_stem``)
+_AFFINE = (SignSplitLinear, SignedScale, SignPreservingLinear)
+
+
 #: on CPU, the largest tensor (one layer, all rows of a batch or all targets of a backward pass)
 #: a pass aims for. glibc's malloc maps blocks above its mmap threshold (32 MB at most) fresh from
 #: the operating system at every allocation, and page-faulting them in costs more than the
@@ -719,11 +724,13 @@ class PairRunner:
         return [_cat_multipliers([c[n] for c in chunks]) for n in score_names]
 
     def _linear_stem(self) -> str | None:
-        """The last layer of a chain of dense/convolution layers that starts at the (single)
-        score layer and carries all of its gradient, or None. The transposed ops of that chain are
-        the same at every point of an integration path, so integrated gradients sums the
-        multipliers over the steps at its end and runs the chain backward once per pair
-        instead of once per step (the first convolution's backward is a large part of the work)."""
+        """The last layer of a chain of affine layers (dense, convolution, batch norm, scaling,
+        pooling averages, reshapes...) that starts at the (single) score layer and carries all of
+        its gradient, or None. The chain's outputs along an integration path are the
+        interpolation of its outputs for the example and the reference, and its transposed ops
+        are the same at every point, so integrated gradients interpolates at its end, sums the
+        multipliers over the steps there and runs the chain backward once per pair instead of
+        forward and backward once per step (the first convolution is a large part of the work)."""
         if len(self.score_names) != 1 or len(self.model.input_names) != 1:
             return None  # other inputs (e.g. additional_forward_args) go through the whole path
         upstream = self.model.ancestors([self.spec.layer])
@@ -733,7 +740,7 @@ class PairRunner:
             if len(consumers) != 1 or consumers[0] == self.spec.layer:
                 return stem
             layer = self.model.layers[consumers[0]]
-            if type(layer) not in (Dense, Conv) or len(layer.inputs) != 1:
+            if not isinstance(layer, _AFFINE) or len(layer.inputs) != 1:
                 return stem
             name = stem = consumers[0]
 
