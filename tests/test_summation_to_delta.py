@@ -224,6 +224,39 @@ def test_global_max_with_moved_argmax_conserves_delta_and_gradient_routing_does_
     assert gradient_rule.sum().item() == pytest.approx(10.0)
 
 
+@pytest.mark.parametrize("signs", ["positive", "negative", "mixed with zeros"])
+def test_batch_norm_split_and_multipliers_equal_the_signed_scale_definition(signs):
+    # a⁺·Δx⁺ + a⁻·Δx⁻ and a⁺·Δx⁻ + a⁻·Δx⁺ (a negative scale swaps the parts), and the same
+    # for the multipliers going back, written straight from the definition
+    from deeplift.layers.linear import BatchNorm
+
+    gen = torch.Generator().manual_seed(11)
+    weight = {"positive": torch.tensor([0.5, 2.0, 1.0, 3.0]),
+              "negative": torch.tensor([-0.5, -2.0, -1.0, -3.0]),
+              "mixed with zeros": torch.tensor([0.5, -2.0, 0.0, 3.0])}[signs].double()
+    layer = BatchNorm(torch.randn(4, generator=gen, dtype=torch.float64), torch.rand(4, generator=gen,
+                      dtype=torch.float64) + 0.5, weight, torch.randn(4, generator=gen, dtype=torch.float64))
+    layer.inputs = ["previous"]
+    d = torch.randn(5, 4, 6, generator=gen, dtype=torch.float64)
+    p, n = d.clamp(min=0), d.clamp(max=0)
+
+    class SplitOnly:
+        def split(self, name):
+            assert name == "previous"
+            return p, n
+
+    a = (weight / torch.sqrt(layer.running_var + layer.eps)).reshape(4, 1)
+    ap, an = a.clamp(min=0), a.clamp(max=0)
+    got_p, got_n = layer.split(SplitOnly())
+    torch.testing.assert_close(got_p, ap * p + an * n, rtol=0, atol=0)
+    torch.testing.assert_close(got_n, ap * n + an * p, rtol=0, atol=0)
+    assert (got_p >= 0).all() and (got_n <= 0).all()
+    m_pos, m_neg = torch.randn(2, 5, 4, 6, generator=gen, dtype=torch.float64).unbind(0)
+    [(back_p, back_n)] = layer.backward(None, m_pos[None], m_neg[None])
+    torch.testing.assert_close(back_p, (ap * m_pos + an * m_neg)[None], rtol=0, atol=0)
+    torch.testing.assert_close(back_n, (ap * m_neg + an * m_pos)[None], rtol=0, atol=0)
+
+
 def test_reveal_cancel_sums_to_delta_when_one_part_of_the_difference_is_near_zero():
     # Δz = Δz⁺ + Δz⁻ with Δz⁺ = 5e-8 (below near_zero) and Δz⁻ = −1 into a curved tanh: the
     # multiplier of the tiny part must be the limit ½[f'(r) + f'(r + Δz⁻)] of Δy⁺/Δz⁺, not f'(r)

@@ -482,9 +482,7 @@ class SignedScale(Layer):
 
     def split(self, state: State) -> Split:
         p, n = state.split(self.inputs[0])
-        a = self.scale(p.ndim)
-        ap, an = positive(a), negative(a)
-        return ap * p + an * n, ap * n + an * p
+        return _scaled_parts(self.scale(p.ndim), p, n)
 
     def rereads_values(self, state: State) -> bool:
         return False
@@ -500,8 +498,21 @@ class SignedScale(Layer):
         a = self.scale(m_pos.ndim - 1)
         if m_neg is None:
             return [(m_pos * a, None)]
-        ap, an = positive(a), negative(a)
-        return [(ap * m_pos + an * m_neg, ap * m_neg + an * m_pos)]
+        return [_scaled_parts(a, m_pos, m_neg)]
+
+
+def _scaled_parts(a: Tensor, p: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
+    """``(a⁺p + a⁻n, a⁺n + a⁻p)``: each part times ``a``, the two swapped where ``a < 0``. The
+    factor is per channel, so mostly of one sign (a batch norm's usually positive): then two
+    products, else each element picks its part before one product (never four products and
+    two sums over activation-sized tensors)."""
+    low, high = torch.aminmax(a)
+    if low >= 0:
+        return p * a, n * a
+    if high <= 0:
+        return n * a, p * a
+    flips = a < 0
+    return torch.where(flips, n, p).mul_(a), torch.where(flips, p, n).mul_(a)
 
 
 class PerPairLinearMap(Layer):
