@@ -266,6 +266,25 @@ def test_reveal_cancel_factors_in_place_change_no_bit(monkeypatch, net, x, refs)
     assert torch.equal(in_place, parts)
 
 
+@pytest.mark.parametrize("method", DEEPLIFT)
+@pytest.mark.parametrize("quirks", [False, True])
+def test_near_zero_limits_at_the_masked_elements_alone_change_no_bit(monkeypatch, net, x, refs,
+                                                                   method, quirks):
+    """Where |Δx| is near zero the op-by-op rules put in the limit computed at those elements
+    only (few of them) or everywhere (many): both give the same bits. Half the references equal
+    their example in one half of the sequence, so a mask covers some elements of a tensor."""
+    from deeplift.layers import activations
+
+    r = refs.clone()
+    r[:, : r.shape[1] // 2, :, : x.shape[-1] // 2] = x[:, None, :, : x.shape[-1] // 2]
+    scores = {}
+    for fraction in (0.0, 1.0):  # never / always at the masked elements alone
+        monkeypatch.setattr(activations, "_SPARSE_FRACTION", fraction)
+        scores[fraction] = deeplift.attribute(net, x, r, method=method, target="all", fuse=False,
+                                              original_quirks=quirks)
+    assert torch.equal(scores[0.0], scores[1.0])
+
+
 @pytest.mark.parametrize("method", DEEPLIFT + ["gradient"])
 def test_accumulating_in_place_changes_no_bit(monkeypatch, net, x, refs, method):
     r = None if method == "gradient" else refs

@@ -16,6 +16,7 @@ lives here. Rules for an elementwise ``y = f(x)`` with ``Δx = x − r``, ``Δy 
 from __future__ import annotations
 
 from functools import partial
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,29 @@ def _below(t: Tensor, bound: float) -> Tensor | None:
         return None
     mask = t < bound
     return mask if low < bound or bool(mask.any()) else None
+
+
+#: the near-zero limits are computed at the masked elements alone when at most this fraction of
+#: a tensor is masked (an index costs 8 bytes per dimension and element, a value 4)
+_SPARSE_FRACTION = 1 / 16
+
+
+def _put_where(out: Tensor, mask: Tensor, dense: Callable[[], Tensor],
+               at: "Callable[[tuple[Tensor, ...]], Tensor] | None") -> None:
+    """``out = where(mask, values, out)`` in place. ``dense()`` gives the values everywhere;
+    ``at(index)`` (when given) at the elements of a ``mask.nonzero`` index only, used when few
+    are masked: the differences near zero are mostly a handful of elements, and computing the
+    limit over the whole tensor then a full ``where`` costs three passes over memory."""
+    if at is not None and int(mask.sum()) <= mask.numel() * _SPARSE_FRACTION:
+        index = mask.nonzero(as_tuple=True)
+        out.index_put_(index, at(index).to(out.dtype))
+        return
+    torch.where(mask, dense(), out, out=out)
+
+
+def _at(t: Tensor, shape: Sequence[int], index: tuple[Tensor, ...]) -> Tensor:
+    """The elements of ``t`` broadcast to ``shape`` at ``index`` (a ``nonzero`` index)."""
+    return t.expand(shape)[index]
 
 
 def _rescale_kernel(f, d, xi: Tensor, xo: Tensor, x_index: Tensor | None, ri: Tensor, ro: Tensor,
@@ -162,6 +186,16 @@ class Activation(Layer):
             return self.derivative(state.r_broadcast(self.name))
         return self.derivative(state.r_broadcast(inp))
 
+    def _reference_gradient_at(self, state, shape: Sequence[int]):
+        """``index -> f'(r)`` at those elements of a per-pair tensor of ``shape`` (see
+        ``_put_where``), or None when ``f'`` depends on more than each element's value."""
+        if self.fused_functions() is None:
+            return None
+        d = self.fused_functions()[1]
+        inp = self.name if state.options.original_quirks else self.inputs[0]
+        r = state.r_broadcast(inp)
+        return lambda index: d(_at(r, shape, index))
+
     def fused_functions(self):
         """``(f, f')`` as functions of a tensor alone (no layer state), for the fused kernels of
         the rules (``deeplift.fusion``), or None: the rules then run op by op."""
@@ -222,7 +256,8 @@ class Activation(Layer):
             s = state.owned_delta(self.name).div_(dx)  # inf/nan where dx == 0: replaced below
             near = _below(dx.abs_(), state.options.near_zero)
             if near is not None:
-                torch.where(near, self._reference_gradient(state), s, out=s)
+                _put_where(s, near, lambda: self._reference_gradient(state),
+                           self._reference_gradient_at(state, s.shape))
             return s
         return state.cached(self, "rescale", compute)
 
@@ -265,11 +300,7 @@ class Activation(Layer):
         near_p, near_n = _near_zero(p, eps), _near_zero(n, eps)
         sp, sn = pos.div_(p), neg.div_(n)  # inf/nan where a part is 0: replaced just below
         if near_p is not None or near_n is not None:
-            g = self.derivative(r)  # the limits: see _reveal_cancel
-            if near_p is not None:
-                torch.where(near_p, 0.5 * (g + self.derivative(r + n)), sp, out=sp)
-            if near_n is not None:
-                torch.where(near_n, 0.5 * (g + self.derivative(r + p)), sn, out=sn)
+            self._reveal_cancel_limits(r, p, n, sp, sn, near_p, near_n)  # see _reveal_cancel
         return sp, sn
 
     def reveal_cancel_parts(self, state) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -302,12 +333,26 @@ class Activation(Layer):
         if near_p is not None or near_n is not None:
             # the limits of Δy⁺/Δx⁺ as Δx⁺ → 0 and of Δy⁻/Δx⁻ as Δx⁻ → 0; not f'(r) alone:
             # Δy⁺ also holds f(x) − f(r+Δx⁻), whose slope in Δx⁺ is f'(r+Δx⁻)
-            g = self.derivative(r)
-            if near_p is not None:
-                torch.where(near_p, 0.5 * (g + self.derivative(r + n)), sp, out=sp)
-            if near_n is not None:
-                torch.where(near_n, 0.5 * (g + self.derivative(r + p)), sn, out=sn)
+            self._reveal_cancel_limits(r, p, n, sp, sn, near_p, near_n)
         return pos, neg, sp, sn
+
+    def _reveal_cancel_limits(self, r: Tensor, p: Tensor, n: Tensor, sp: Tensor, sn: Tensor,
+                              near_p: Tensor | None, near_n: Tensor | None) -> None:
+        """``s± = ½[f'(r) + f'(r + Δx∓)]`` where ``|Δx±|`` is near zero, in place."""
+        g: list[Tensor] = []
+
+        def dense(other: Tensor) -> Tensor:
+            if not g:
+                g.append(self.derivative(r))
+            return 0.5 * (g[0] + self.derivative(r + other))
+
+        sparse = self.fused_functions() is not None
+        d = self.fused_functions()[1] if sparse else None
+        for near, s, other in ((near_p, sp, n), (near_n, sn, p)):
+            if near is not None:
+                at = (lambda index, other=other: 0.5 * (d(_at(r, s.shape, index))
+                                                        + d(_at(r, s.shape, index) + _at(other, s.shape, index))))
+                _put_where(s, near, lambda other=other: dense(other), at if sparse else None)
 
     # -- the two hooks the engine calls: the rule the method chose does the work ----------------
     def split(self, state: State) -> Split:
