@@ -189,9 +189,10 @@ class Activation(Layer):
     def _reference_gradient_at(self, state, shape: Sequence[int]):
         """``index -> f'(r)`` at those elements of a per-pair tensor of ``shape`` (see
         ``_put_where``), or None when ``f'`` depends on more than each element's value."""
-        if self.fused_functions() is None:
+        functions = self.fused_functions()
+        if functions is None:
             return None
-        d = self.fused_functions()[1]
+        d = functions[1]
         inp = self.name if state.options.original_quirks else self.inputs[0]
         r = state.r_broadcast(inp)
         return lambda index: d(_at(r, shape, index))
@@ -339,20 +340,22 @@ class Activation(Layer):
     def _reveal_cancel_limits(self, r: Tensor, p: Tensor, n: Tensor, sp: Tensor, sn: Tensor,
                               near_p: Tensor | None, near_n: Tensor | None) -> None:
         """``s± = ½[f'(r) + f'(r + Δx∓)]`` where ``|Δx±|`` is near zero, in place."""
-        g: list[Tensor] = []
-
-        def dense(other: Tensor) -> Tensor:
-            if not g:
-                g.append(self.derivative(r))
-            return 0.5 * (g[0] + self.derivative(r + other))
-
-        sparse = self.fused_functions() is not None
-        d = self.fused_functions()[1] if sparse else None
+        g: list[Tensor] = []  # f'(r) over the whole tensor, once, if a mask needs it everywhere
+        d = None if self.fused_functions() is None else self.fused_functions()[1]
         for near, s, other in ((near_p, sp, n), (near_n, sn, p)):
-            if near is not None:
-                at = (lambda index, other=other: 0.5 * (d(_at(r, s.shape, index))
-                                                        + d(_at(r, s.shape, index) + _at(other, s.shape, index))))
-                _put_where(s, near, lambda other=other: dense(other), at if sparse else None)
+            if near is None:
+                continue
+
+            def everywhere(other: Tensor = other) -> Tensor:
+                if not g:
+                    g.append(self.derivative(r))
+                return 0.5 * (g[0] + self.derivative(r + other))
+
+            def at(index: tuple[Tensor, ...], other: Tensor = other, shape=s.shape) -> Tensor:
+                r_at = _at(r, shape, index)
+                return 0.5 * (d(r_at) + d(r_at + _at(other, shape, index)))
+
+            _put_where(s, near, everywhere, None if d is None else at)
 
     # -- the two hooks the engine calls: the rule the method chose does the work ----------------
     def split(self, state: State) -> Split:
