@@ -97,3 +97,20 @@ def test_fused_rule_kernels_give_the_cpu_result_on_the_device(case, method, devi
                              fuse=True)
     assert got.device.type == device
     assert torch.allclose(got.cpu(), expected, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_no_tensor_is_made_on_the_default_device(case, method):
+    """A tensor made without naming a device lands on torch's default device, not the model's —
+    on a GPU a crash, or silently wrong scores (indices on another device). With the default
+    device set to "meta" (no data at all) the scores still equal the plain CPU run, on CPU."""
+    model, x, r = case
+    refs = None if method in ("gradient", "gradient_x_input", "guided_backprop") else r
+    expected = deeplift.attribute(model, x, refs, method=method, target="all", steps=8)
+    per_example = torch.tensor([0, 1, 2, 1, 0, 2])
+    expected_each = deeplift.attribute(model, x, refs, method=method, target=per_example, steps=8)
+    with torch.device("meta"):
+        got = deeplift.attribute(model, x, refs, method=method, target="all", steps=8, batch_size=5)
+        got_each = deeplift.attribute(model, x, refs, method=method, target=per_example, steps=8)
+    assert torch.allclose(got, expected, rtol=1e-9, atol=1e-10)
+    assert torch.allclose(got_each, expected_each, rtol=1e-9, atol=1e-10)

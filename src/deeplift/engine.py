@@ -483,7 +483,7 @@ def target_seeds(spec: TargetSpec, ex: Tensor, shape: tuple, dtype, device) -> T
             eye = eye - 1.0 / spec.n_features
         return eye.reshape(1, n_pairs, *shape)
     eye = torch.zeros((len(spec.indices), spec.n_features), dtype=dtype, device=device)
-    eye[torch.arange(len(spec.indices)), torch.tensor(spec.indices)] = 1
+    eye[torch.arange(len(spec.indices), device=device), torch.tensor(spec.indices, device=device)] = 1
     if spec.centre:
         eye = eye - 1.0 / spec.n_features
     return eye.reshape(len(spec.indices), 1, *shape).expand(len(spec.indices), n_pairs, *shape)
@@ -625,7 +625,7 @@ class PairRunner:
         if xs[0].device.type != "cpu":
             return batch_size
         shapes = self.model.layer_shapes(xs, self.model.layer_names)
-        itemsize = torch.empty((), dtype=self.model.dtype).element_size()
+        itemsize = self.model.dtype.itemsize
         largest = max((math.prod(s[1:]) for n, s in shapes.items()
                        if not isinstance(self.model.layers[n], Constant)), default=1) * itemsize
         return max(1, min(batch_size, PASS_BYTES // max(largest, 1)))
