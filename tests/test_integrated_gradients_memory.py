@@ -8,9 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, note, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import deeplift
+from random_models import RandomChooser, build_model, random_inputs
 
 
 def _net() -> nn.Module:
@@ -95,8 +98,16 @@ def test_integrated_gradients_forward_rows_are_bounded_by_batch_size_for_any_ste
         np.testing.assert_allclose(scores, at_once, rtol=0, atol=1e-12)
 
 
+def _stem_of_a_global_average_pool() -> nn.Module:
+    # its transpose hands back expanded (broadcast) multipliers
+    torch.manual_seed(7)
+    return nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(3, 5), nn.Tanh(),
+                         nn.Linear(5, 2)).double().eval()
+
+
 @pytest.mark.parametrize("make_net", [_net, lambda: _Residual().double().eval(),
-                                      _stem_of_two_dense_layers], ids=["conv_stem", "no_stem", "dense_stem"])
+                                      _stem_of_two_dense_layers, _stem_of_a_global_average_pool],
+                         ids=["conv_stem", "no_stem", "dense_stem", "pool_stem"])
 def test_integrated_gradients_in_chunks_equal_the_riemann_sum_by_definition(setup, make_net):
     _, _, x, r = setup
     net = make_net()
@@ -151,3 +162,18 @@ def test_integrated_gradients_interpolate_after_a_stem_of_convolution_batch_norm
     np.testing.assert_allclose(got, _autograd_midpoint_ig(net, x, r, steps, 1), rtol=0, atol=1e-12)
     assert max(rows_seen["BatchNorm"]) <= len(x) and max(rows_seen["Conv"]) <= len(x)
     assert sum(rows_seen["ReLU"]) == steps * len(x)  # the first layer after the stem: every point
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_integrated_gradients_equal_the_riemann_sum_by_definition_on_random_models(seed):
+    """Whatever affine layers the model starts with (the stem interpolated and taken backward
+    once per pair), and whatever follows: the midpoint sum of autograd's gradients, step by
+    step, on the random-model zoo (smooth activations: no kink for rounding to cross)."""
+    net, shape, desc = build_model(RandomChooser(seed), seed, smooth=True)
+    note("\n".join(desc))
+    x, r = random_inputs(shape, 2, seed)
+    model = deeplift.convert(net, x)
+    got = deeplift.attribute(model, x, r, method="integrated_gradients", steps=3, target=0,
+                             batch_size=4)
+    np.testing.assert_allclose(got, _autograd_midpoint_ig(net, x, r, 3, 0), rtol=1e-9, atol=1e-12)

@@ -810,7 +810,9 @@ class PairRunner:
             m = backward(self.model, state, stem, grad_sums[0], self.score_names)
             grad_sums = [m[n][0] for n in self.score_names]
         del values
-        out = [g.mul_(d / steps) for g, d in zip(grad_sums, diffs)]
+        # (the sums are ours to scale in place, except where the stem's transposes returned
+        # views, such as a global average pool's expanded multipliers)
+        out = [g.mul_(d / steps) if stem is None else g * (d / steps) for g, d in zip(grad_sums, diffs)]
         delta = None
         if self.return_delta:
             x_values, r_values = forward_together(self.model, x_pairs, r_pairs, [self.spec.layer])
