@@ -114,3 +114,21 @@ def test_no_tensor_is_made_on_the_default_device(case, method):
         got_each = deeplift.attribute(model, x, refs, method=method, target=per_example, steps=8)
     assert torch.allclose(got, expected, rtol=1e-9, atol=1e-10)
     assert torch.allclose(got_each, expected_each, rtol=1e-9, atol=1e-10)
+
+
+def test_generated_references_and_hypothetical_scores_ignore_the_default_device():
+    from deeplift import references
+
+    module, x, _ = _case("bpnet")
+    model = deeplift.convert(module, x[:2])
+
+    def scores():
+        shuffles = references.dinuc_shuffle(n=3, seed=0)
+        return (deeplift.attribute(model, x, shuffles, method="genomics_default", target="all"),
+                deeplift.attribute(model, x, shuffles, method="rescale", hypothetical=True))
+
+    expected = scores()
+    with torch.device("meta"):
+        got = scores()
+    for g, e in zip(got, expected):
+        assert torch.allclose(g, e, rtol=1e-9, atol=1e-10)

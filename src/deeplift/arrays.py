@@ -213,7 +213,8 @@ def to_user(t: Tensor, to_numpy: bool, device: torch.device | None):
 def check_one_hot(x: Any, name: str, needed_by: str = "hypothetical=True") -> None:
     """Refuse anything but one-hot sequence (0/1, at most one 1 per position): ``needed_by``
     names what needs it in the message."""
-    x = torch.as_tensor(x)
+    if not isinstance(x, Tensor):  # (a tensor stays on its device, whatever torch's default)
+        x = torch.as_tensor(x)
     if not bool(((x == 0) | (x == 1)).all()):
         raise InputError(f"{needed_by} needs one-hot inputs, but input {name!r} has values "
                          "other than 0 and 1")
