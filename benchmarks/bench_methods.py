@@ -16,7 +16,8 @@ Rows (the goals are those of issue 10):
   IntegratedGradients, tangermeme's deep_lift_shap (10 references), where installed.
 
 Timing: interleaved rounds (every row, again and again, each timed right after a baseline call
-of its own), the median of each row's per-round ratio to that baseline call; ``spread`` is the
+of its own, and each of the two right after an untimed call of itself when shorter than 2 s),
+the median of each row's per-round ratio to that baseline call; ``spread`` is the
 largest over the smallest per-round ratio; ``faults``, the median memory per call that the OS
 had to map in afresh (minor page faults: in a plain process glibc returns freed memory at the
 top of its heap, and a call that allocates it again pays for zeroed pages). Memory: each row
@@ -194,17 +195,26 @@ def _timed(fn: Callable[[], object], device: str) -> tuple[float, int]:
     return time.perf_counter() - start, page_faults() - faulted
 
 
+#: a row shorter than this is timed right after an untimed call of itself (a longer one repeats
+#: its own passes within the call)
+WARM_SECONDS = 2.0
+
+
 def time_rows(calls: dict, rounds: int, device: str) -> dict[str, tuple[float, float, float, float]]:
     """name -> (median seconds, median ratio to the baseline, spread of the ratio, median MB
     of memory page-faulted in per call).
 
-    In every round each row is timed right after a baseline call of its own (itself after one
-    untimed baseline call, so that it does not pay for what the previous row left behind): the
-    ratio compares two calls a fraction of a second apart, not a row with a baseline timed
-    minutes earlier on a machine whose speed drifts."""
+    In every round each row is timed right after a baseline call of its own, and each of the
+    two right after an untimed call of itself (rows over ``WARM_SECONDS``: their own passes
+    warm them): the ratio compares two calls a moment apart, each as it runs when repeated, not
+    a row with a baseline timed minutes earlier, after other work, on a machine whose speed
+    drifts. (A call after different work runs slower: glibc gave back the memory it needs.)"""
     warnings.simplefilter("ignore")  # the peers warn on every call (hooks, convergence deltas)
-    for fn, _ in calls.values():  # warm-up
+    warm = {}
+    for key, (fn, _) in calls.items():  # warm-up
+        start = time.perf_counter()
         fn()
+        warm[key] = time.perf_counter() - start < WARM_SECONDS
     base_key, (baseline, _) = next(iter(calls.items()))
     times: dict[str, list[float]] = {k: [] for k in calls}
     ratios: dict[str, list[float]] = {k: [] for k in calls}
@@ -217,6 +227,8 @@ def time_rows(calls: dict, rounds: int, device: str) -> dict[str, tuple[float, f
             faults[base_key].append(base_faults)
             if key == base_key:
                 continue
+            if warm[key]:
+                fn()
             seconds, faulted = _timed(fn, device)
             times[key].append(seconds)
             ratios[key].append(seconds / base_seconds)
