@@ -793,3 +793,14 @@ def test_plot_refuses_inconsistent_files(files, run, case) -> None:
         expect = "nests 100000 levels deep"
     assert_refused(run, d, ["plot", name, "--out-dir", "plots"], expect)
     assert not (d / "plots").exists()
+
+
+def test_sigint_during_scoring_leaves_no_file_when_the_host_process_ignores_it(files, run,
+                                                                              monkeypatch) -> None:
+    # a process that calls the command's main() may have replaced SIGINT's handler
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        test_sigint_during_scoring_leaves_no_file(files, run, monkeypatch)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # put back afterwards
+    finally:
+        signal.signal(signal.SIGINT, previous)

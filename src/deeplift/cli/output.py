@@ -48,7 +48,8 @@ class Terminated(BaseException):
 
 @contextlib.contextmanager
 def signals_as_exceptions() -> Iterator[None]:
-    """SIGTERM/SIGHUP raise :class:`Terminated` (SIGINT already raises KeyboardInterrupt)."""
+    """SIGTERM/SIGHUP raise :class:`Terminated`, SIGINT KeyboardInterrupt (Python's own handler,
+    put back for the run in case the hosting process replaced it: Ray, a notebook, a test)."""
     import threading
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -59,6 +60,7 @@ def signals_as_exceptions() -> Iterator[None]:
 
     wanted = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s]
     old = {s: signal.signal(s, _raise) for s in wanted}
+    old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
