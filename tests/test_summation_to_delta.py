@@ -166,6 +166,25 @@ def test_max_pooling_matches_the_conserving_rule_from_its_definition(reference):
     assert moved == 0 if reference != "moved argmax" else moved > 0
 
 
+@pytest.mark.parametrize("windows", ["one value per window", "values vary in a window"])
+def test_max_pooling_with_one_shared_reference_row_matches_the_definition(windows):
+    # a reference given as one row is shared by every example: the routing decides from that row
+    # whether each window holds one value (then λ = 1 everywhere, whatever the inputs) or must
+    # compare it with every example's argmax
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn((6, 2, 12), generator=gen, dtype=torch.float64)
+    r = torch.randn((1, 2, 4), generator=gen, dtype=torch.float64).repeat_interleave(3, dim=2)
+    if windows == "values vary in a window":
+        r[0, 1, 4] += 10.0  # the reference's maximum of this window moves off most argmaxes
+    expected = _conserving_pool_then_sum_scores(x, r.expand_as(x), 3)
+    model = deeplift.convert(_PoolThenSum(nn.MaxPool1d(3)).double(), x)
+    for method in DEEPLIFT_METHODS:
+        scores = deeplift.attribute(model, x, r, method=method)
+        torch.testing.assert_close(scores, expected, rtol=0, atol=1e-12)
+    moved = (expected != 0).sum().item() - (x.numel() // 3)
+    assert moved == 0 if windows == "one value per window" else moved > 0
+
+
 def test_global_max_with_tied_inputs_and_a_constant_reference_routes_to_one_maximum():
     # DeepLIFT's conserving rule: Δy = x_i − c goes to one maximum (the first), not shared like
     # the gradient of amax; either way the contributions sum to Δy

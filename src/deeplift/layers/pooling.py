@@ -81,6 +81,12 @@ class _MaxRouting(Layer):
             rf = self.flat_view(r)
             rj, j = self.max_with_indices(rf, r)
             if rf.shape[0] != xf.shape[0]:
+                if self._windows_constant(r, rj):
+                    # every window of the shared reference holds one value (a constant
+                    # reference, or one constant per channel after a convolution): the reference
+                    # is at its maximum wherever the input's argmax is, λ = 1 (below), found
+                    # on the reference's row alone instead of gathering it for every pair
+                    return i, None, None
                 rf, rj, j = (t.expand(xf.shape[0], *t.shape[1:]) for t in (rf, rj, j))
             gap_r = rj - rf.gather(2, i)
             if not gap_r.any():
@@ -93,6 +99,12 @@ class _MaxRouting(Layer):
             lam = (gap_x / (gap_x + gap_r)).nan_to_num_(nan=1.0)
             return i, j, lam
         return state.cached(self, "routing", compute)
+
+    def _windows_constant(self, r: Tensor, r_max: Tensor) -> bool:
+        """Whether every window's minimum over ``r`` equals its maximum ``r_max`` (padding, which
+        ``flat_view`` fills with −∞, takes part in neither)."""
+        r_min = self.max_with_indices(self.flat_view(-r), -r)[0].neg_()
+        return torch.equal(r_min, r_max)
 
     def _route_forward(self, state, v: Tensor) -> Tensor:
         """Apply the routing weights to an input-shaped per-pair tensor (for the split)."""
