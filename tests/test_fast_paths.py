@@ -539,3 +539,16 @@ def test_a_pass_keeps_what_its_rules_read_and_frees_the_rest(monkeypatch, x, met
 def test_the_node_table_keeps_every_value(monkeypatch, x):
     model, names = _kept_by_the_last_forward(monkeypatch, x, method="rescale", return_node_deltas=True)
     assert names == set(model.layer_names)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([0, 1, 2, 3]), max_size=4), min_size=1, max_size=3))
+def test_broadcast_shape_is_torchs(shapes):
+    # the rules' plain-Python broadcast (no per-call overhead) against torch's, failures included
+    try:
+        expected = tuple(torch.broadcast_shapes(*shapes))
+    except RuntimeError:
+        with pytest.raises(RuntimeError, match="do not broadcast"):
+            base.broadcast_shape(*shapes)
+    else:
+        assert base.broadcast_shape(*shapes) == expected

@@ -22,7 +22,7 @@ from .graph import Model
 from .conservation import WorstError, worst_of
 from .layers.activations import Activation
 from .layers.base import (Constant, Input, Layer, Multipliers, SignedScale, SignPreservingLinear,
-                          SignSplitLinear, Split)
+                          SignSplitLinear, Split, broadcast_shape)
 from .methods import Method
 
 
@@ -157,7 +157,7 @@ class PassState:
             return self.delta(name).clone()
         rows, index = self.x_rows(name)
         if index is None and self.values_to_lose(name) and rows.is_contiguous() and (
-                rows.shape == torch.broadcast_shapes(rows.shape, self.r_broadcast(name).shape)):
+                rows.shape == broadcast_shape(rows.shape, self.r_broadcast(name).shape)):
             return rows.sub_(self.r_broadcast(name))  # its values are not read again
         if index is not None:  # gathered into the result itself: no per-pair copy kept in the pass
             return rows.index_select(0, index).sub_(self.r_broadcast(name))

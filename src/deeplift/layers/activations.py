@@ -24,8 +24,8 @@ from torch import Tensor
 
 from ..fusion import kernel, should_fuse
 from ..rules import nonlinearity_rule, register_nonlinearity_rule
-from .base import (Layer, Multipliers, PerPairLinearMap, Split, State, flat_targets, take,
-                   unflat_targets)
+from .base import (Layer, Multipliers, PerPairLinearMap, Split, State, broadcast_shape, flat_targets,
+                   take, unflat_targets)
 from .linear import as_tensor
 
 
@@ -88,10 +88,10 @@ def _rescale_kernel(f, d, xi: Tensor, xo: Tensor, x_index: Tensor | None, ri: Te
 
 
 def _rescale_shape(xi: Tensor, xo: Tensor, x_index: Tensor | None, ri: Tensor, ro: Tensor,
-                   eps: float) -> torch.Size:
+                   eps: float) -> tuple[int, ...]:
     """The shape of the Rescale factor of these kernel arguments (per pair)."""
     rows = xi.shape if x_index is None else (len(x_index), *xi.shape[1:])
-    return torch.broadcast_shapes(rows, ri.shape, ro.shape)
+    return broadcast_shape(rows, ri.shape, ro.shape)
 
 
 def _rescale_into_kernel(f, d, xi: Tensor, xo: Tensor, ri: Tensor, ro: Tensor, eps: float
@@ -232,7 +232,7 @@ class Activation(Layer):
             return None  # several targets or passes: the factor once, then a product per target
         inputs = self._rescale_inputs(state)
         if (state.owns_incoming and m.is_contiguous()
-                and torch.broadcast_shapes(m.shape[1:], _rescale_shape(*inputs)) == m.shape[1:]):
+                and broadcast_shape(m.shape[1:], _rescale_shape(*inputs)) == m.shape[1:]):
             # the multipliers are ours to overwrite
             fused = self._fused(state, m.numel(), "rescale_times_into", _rescale_times_into_kernel)
         else:

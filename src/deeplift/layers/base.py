@@ -32,6 +32,19 @@ Multipliers = tuple[Tensor, "Tensor | None"]
 Split = tuple[Tensor, Tensor]
 
 
+def broadcast_shape(*shapes: Sequence[int]) -> tuple[int, ...]:
+    """The shape ``shapes`` broadcast to, as ``torch.broadcast_shapes`` gives it but in plain
+    Python: the rules ask per layer and per call, where torch's version costs tens of µs."""
+    out = [1] * max(map(len, shapes), default=0)
+    for shape in shapes:
+        for k, n in enumerate(shape, len(out) - len(shape)):
+            if n != 1:
+                if out[k] not in (1, n):
+                    raise RuntimeError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+                out[k] = n
+    return tuple(out)
+
+
 class RuleOptionsView(Protocol):
     """The numerical choices a rule may read (``engine.RuleOptions`` gives them)."""
 
@@ -452,8 +465,11 @@ class SignSplitLinear(Layer):
         if m_neg is None:
             m = self.apply_transpose(flat_targets(m_pos), self.weight, in_shape)
             return [(unflat_targets(m, t), None)]
-        mean = self.apply_transpose(flat_targets(m_pos + m_neg), 0.5 * self.weight, in_shape)
-        half_diff = self.apply_transpose(flat_targets(m_pos - m_neg), 0.5 * self.weight.abs(), in_shape)
+        # the halves on the multipliers, not the weights (exact either way: a power of two);
+        # the weights are the larger tensor for a dense layer
+        mean = self.apply_transpose(flat_targets((m_pos + m_neg).mul_(0.5)), self.weight, in_shape)
+        half_diff = self.apply_transpose(flat_targets((m_pos - m_neg).mul_(0.5)), self.weight.abs(),
+                                         in_shape)
         sign = state.cached(self, "input_sign", lambda: torch.sign(state.delta(self.inputs[0])))
         return [(torch.addcmul(unflat_targets(mean, t), sign, unflat_targets(half_diff, t)), None)]
 

@@ -19,7 +19,7 @@ import string
 import torch
 from torch import Tensor
 
-from .base import Layer, Multipliers, Split, State, split_by_spread
+from .base import Layer, Multipliers, Split, State, broadcast_shape, split_by_spread
 
 
 def sum_to(m: Tensor, state, name: str) -> Tensor:
@@ -31,7 +31,7 @@ def sum_to(m: Tensor, state, name: str) -> Tensor:
     if tuple(m.shape) == full:
         return m
     # axes of size 1 (an einsum letter summed out of one operand only) are expanded first
-    return torch.broadcast_to(m, torch.broadcast_shapes(m.shape, full)).sum_to_size(full)
+    return torch.broadcast_to(m, broadcast_shape(m.shape, full)).sum_to_size(full)
 
 
 class Product(Layer):
