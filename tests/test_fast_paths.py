@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, note, settings
+from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -277,12 +277,15 @@ def test_near_zero_limits_at_the_masked_elements_alone_change_no_bit(monkeypatch
 
     r = refs.clone()
     r[:, : r.shape[1] // 2, :, : x.shape[-1] // 2] = x[:, None, :, : x.shape[-1] // 2]
-    scores = {}
-    for fraction in (0.0, 1.0):  # never / always at the masked elements alone
+    scores = []
+    # never / always at the masked elements alone, found by a mask or (blocks of 4 elements:
+    # these tensors are small) by the minimum of each block
+    for fraction, block in ((0.0, 1 << 12), (1.0, 1 << 12), (1.0, 4)):
         monkeypatch.setattr(activations, "_SPARSE_FRACTION", fraction)
-        scores[fraction] = deeplift.attribute(net, x, r, method=method, target="all", fuse=False,
-                                              original_quirks=quirks)
-    assert torch.equal(scores[0.0], scores[1.0])
+        monkeypatch.setattr(activations, "_BLOCK", block)
+        scores.append(deeplift.attribute(net, x, r, method=method, target="all", fuse=False,
+                                         original_quirks=quirks))
+    assert torch.equal(scores[0], scores[1]) and torch.equal(scores[0], scores[2])
 
 
 @pytest.mark.parametrize("method", DEEPLIFT + ["gradient"])
@@ -466,12 +469,34 @@ def test_near_zero_mask_is_that_of_the_absolute_value(values):
     from deeplift.layers.activations import _near_zero
     t = torch.tensor(values, dtype=torch.float64)
     expected = t.abs() < 1e-7
-    mask = _near_zero(t, 1e-7)
+    near = _near_zero(t, 1e-7)
     if bool(expected.any()):
-        assert torch.equal(mask, expected)
+        assert torch.equal(near.as_mask(t.shape), expected)
     else:
-        assert mask is None
+        assert near is None
     assert _near_zero(t[:0], 1e-7) is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(0, 70), block=st.sampled_from([4, 8, 1 << 12]), sparse=st.sampled_from([1 / 16, 1.0]),
+       near=st.lists(st.integers(0, 69), max_size=6), nans=st.lists(st.integers(0, 69), max_size=3))
+@example(n=16, block=4, sparse=1.0, near=[5], nans=[6])  # a NaN and a near-zero in one block
+def test_the_block_search_finds_the_elements_a_mask_finds(n, block, sparse, near, nans):
+    # few or many elements below the bound, in whole blocks or the tail, NaNs (never below, but
+    # a block holding one has a NaN minimum and is searched)
+    from deeplift.layers import activations
+    t = torch.rand(n, dtype=torch.float64) + 0.5
+    t[[i for i in near if i < n]] = 1e-9
+    t[[i for i in nans if i < n]] = float("nan")
+    expected = t < 1e-7
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(activations, "_BLOCK", block)
+        patch.setattr(activations, "_SPARSE_FRACTION", sparse)
+        found = activations._below(t.view(-1, 1) if n % 2 else t, 1e-7)
+    if bool(expected.any()):
+        assert torch.equal(found.as_mask((n,)).reshape(-1), expected)
+    else:
+        assert found is None
 
 
 GRADIENT_STYLE = ["gradient", "gradient_x_input", "guided_backprop", "deconvnet", "integrated_gradients"]

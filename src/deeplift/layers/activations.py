@@ -16,7 +16,7 @@ lives here. Rules for an elementwise ``y = f(x)`` with ``Δx = x − r``, ``Δy 
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,49 +29,84 @@ from .base import (Layer, Multipliers, PerPairLinearMap, Split, State, broadcast
 from .linear import as_tensor
 
 
-def _near_zero(t: Tensor, bound: float) -> Tensor | None:
-    """The mask ``|t| < bound``, or None when no element is that close to 0. The parts of a
-    split are mostly of one sign: then one min/max pass decides, with no ``|t|`` tensor."""
+class Near(NamedTuple):
+    """Where a tensor is near zero: its boolean ``mask``, or, when few elements are, their
+    positions in the flattened tensor alone (``flat``), found without a mask (see :func:`_below`)."""
+
+    mask: Tensor | None
+    flat: Tensor | None = None
+
+    def as_mask(self, shape: Sequence[int]) -> Tensor:
+        if self.mask is not None:
+            return self.mask
+        mask = torch.zeros(shape, dtype=torch.bool, device=self.flat.device)
+        mask.view(-1)[self.flat] = True
+        return mask
+
+
+def _near_zero(t: Tensor, bound: float) -> Near | None:
+    """Where ``|t| < bound``, or None when no element is that close to 0. The parts of a split
+    are mostly of one sign: then one min/max pass decides, with no ``|t|`` tensor."""
     if t.numel() == 0:
         return None
     lo, hi = torch.aminmax(t)
     lo, hi = lo.item(), hi.item()
     if lo >= 0:
-        return t < bound if lo < bound else None
+        return _below(t, bound) if lo < bound else None
     if hi <= 0:
-        return t > -bound if hi > -bound else None
+        return Near(t > -bound) if hi > -bound else None
     return _below(t.abs(), bound)  # (both signs, or NaN)
-
-
-def _below(t: Tensor, bound: float) -> Tensor | None:
-    """The mask ``t < bound``, or None when no element is below it. The test is a min, a
-    single read of ``t`` (comparing first then reducing the boolean mask costs three passes);
-    a NaN makes the min NaN, and then the mask itself decides."""
-    if t.numel() == 0:
-        return None
-    low = t.amin().item()
-    if low >= bound:
-        return None
-    mask = t < bound
-    return mask if low < bound or bool(mask.any()) else None
 
 
 #: the near-zero limits are computed at the masked elements alone when at most this fraction of
 #: a tensor is masked (an index costs 8 bytes per dimension and element, a value 4)
 _SPARSE_FRACTION = 1 / 16
+#: elements per block of the search for a few near-zero elements (:func:`_below`)
+_BLOCK = 1 << 12
 
 
-def _put_where(out: Tensor, mask: Tensor, dense: Callable[[], Tensor],
+def _below(t: Tensor, bound: float) -> Near | None:
+    """Where ``t < bound``, or None when nowhere. One read of ``t`` decides: the minimum of each
+    block of ``_BLOCK`` elements. A difference of exactly or nearly 0 is mostly a coincidence —
+    a few elements per million, yet in most activation-sized tensors — so only the few blocks
+    holding one are searched, not the whole tensor compared and then indexed (three more passes
+    over memory). A NaN (its block's minimum is NaN) is searched too, and is never below."""
+    n = t.numel()
+    if n == 0:
+        return None
+    flat = t.reshape(-1)
+    blocks = n // _BLOCK
+    if blocks < 2:
+        mask = t < bound
+        return Near(mask) if bool(mask.any()) else None
+    head, tail = flat[: blocks * _BLOCK].view(blocks, _BLOCK), flat[blocks * _BLOCK:]
+    hit = (~(head.amin(1) >= bound)).nonzero().squeeze(1)  # below, or NaN
+    if (len(hit) + 1) * _BLOCK > n * _SPARSE_FRACTION:
+        mask = t < bound
+        return Near(mask) if bool(mask.any()) else None
+    found = (head[hit] < bound).nonzero()
+    index = torch.cat([hit[found[:, 0]] * _BLOCK + found[:, 1],
+                       (tail < bound).nonzero().squeeze(1) + blocks * _BLOCK])
+    return Near(None, index) if len(index) else None
+
+
+def _put_where(out: Tensor, near: Near, dense: Callable[[], Tensor],
                at: "Callable[[tuple[Tensor, ...]], Tensor] | None") -> None:
-    """``out = where(mask, values, out)`` in place. ``dense()`` gives the values everywhere;
-    ``at(index)`` (when given) at the elements of a ``mask.nonzero`` index only, used when few
-    are masked: the differences near zero are mostly a handful of elements, and computing the
+    """``out = where(near, values, out)`` in place. ``dense()`` gives the values everywhere;
+    ``at(index)`` (when given) at the elements of a ``nonzero``-style index only, used when few
+    are near zero: the differences near zero are mostly a handful of elements, and computing the
     limit over the whole tensor then a full ``where`` costs three passes over memory."""
-    if at is not None and int(mask.sum()) <= mask.numel() * _SPARSE_FRACTION:
-        index = mask.nonzero(as_tuple=True)
-        out.index_put_(index, at(index).to(out.dtype))
-        return
-    torch.where(mask, dense(), out, out=out)
+    if at is not None:
+        if near.flat is not None:
+            index = torch.unravel_index(near.flat, out.shape)
+        elif int(torch.count_nonzero(near.mask)) <= near.mask.numel() * _SPARSE_FRACTION:
+            index = near.mask.nonzero(as_tuple=True)
+        else:
+            index = None
+        if index is not None:
+            out.index_put_(index, at(index).to(out.dtype))
+            return
+    torch.where(near.as_mask(out.shape), dense(), out, out=out)
 
 
 def _at(t: Tensor, shape: Sequence[int], index: tuple[Tensor, ...]) -> Tensor:
@@ -338,7 +373,7 @@ class Activation(Layer):
         return pos, neg, sp, sn
 
     def _reveal_cancel_limits(self, r: Tensor, p: Tensor, n: Tensor, sp: Tensor, sn: Tensor,
-                              near_p: Tensor | None, near_n: Tensor | None) -> None:
+                              near_p: Near | None, near_n: Near | None) -> None:
         """``s± = ½[f'(r) + f'(r + Δx∓)]`` where ``|Δx±|`` is near zero, in place."""
         g: list[Tensor] = []  # f'(r) over the whole tensor, once, if a mask needs it everywhere
         d = None if self.fused_functions() is None else self.fused_functions()[1]
