@@ -759,7 +759,8 @@ class PairRunner:
         seeds = target_seeds(self.spec, ex, (self.spec.n_features,), d_target.dtype, d_target.device)
         target_delta = (seeds * d_target).sum(-1)
         size = (state.x(self.spec.layer).abs() + state.r(self.spec.layer).abs()).reshape(d_target.shape)
-        magnitude = sum(c.abs().flatten(2).sum(2) for c in contribs) + (seeds.abs() * size).sum(-1)
+        magnitude = (sum(torch.linalg.vector_norm(c.flatten(2), 1, dim=2) for c in contribs)
+                     + (seeds.abs() * size).sum(-1))  # (Σ|c| without a |c| tensor)
         return total - target_delta, target_delta, magnitude
 
     def _integrated_gradients(self, xs, refs, ex: Tensor, rf: Tensor, steps: int):

@@ -471,7 +471,8 @@ class SignSplitLinear(Layer):
         half_diff = self.apply_transpose(flat_targets((m_pos - m_neg).mul_(0.5)), self.weight.abs(),
                                          in_shape)
         sign = state.cached(self, "input_sign", lambda: torch.sign(state.delta(self.inputs[0])))
-        return [(torch.addcmul(unflat_targets(mean, t), sign, unflat_targets(half_diff, t)), None)]
+        # (in place: every apply_transpose returns a tensor of its own)
+        return [(unflat_targets(mean, t).addcmul_(sign, unflat_targets(half_diff, t)), None)]
 
     def rereads_values(self, state: State) -> bool:
         return False  # the sign of its input's Δx is cached
