@@ -471,7 +471,7 @@ def test_near_zero_mask_is_that_of_the_absolute_value(values):
     expected = t.abs() < 1e-7
     near = _near_zero(t, 1e-7)
     if bool(expected.any()):
-        assert torch.equal(near.as_mask(t.shape), expected)
+        assert torch.equal(near.as_mask(), expected)
     else:
         assert near is None
     assert _near_zero(t[:0], 1e-7) is None
@@ -494,7 +494,7 @@ def test_the_block_search_finds_the_elements_a_mask_finds(n, block, sparse, near
         patch.setattr(activations, "_SPARSE_FRACTION", sparse)
         found = activations._below(t.view(-1, 1) if n % 2 else t, 1e-7)
     if bool(expected.any()):
-        assert torch.equal(found.as_mask((n,)).reshape(-1), expected)
+        assert torch.equal(found.as_mask().reshape(-1), expected)
     else:
         assert found is None
 

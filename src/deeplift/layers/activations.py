@@ -35,11 +35,12 @@ class Near(NamedTuple):
 
     mask: Tensor | None
     flat: Tensor | None = None
+    shape: tuple[int, ...] = ()  # of the tensor searched, with ``flat``
 
-    def as_mask(self, shape: Sequence[int]) -> Tensor:
+    def as_mask(self) -> Tensor:
         if self.mask is not None:
             return self.mask
-        mask = torch.zeros(shape, dtype=torch.bool, device=self.flat.device)
+        mask = torch.zeros(self.shape, dtype=torch.bool, device=self.flat.device)
         mask.view(-1)[self.flat] = True
         return mask
 
@@ -87,7 +88,7 @@ def _below(t: Tensor, bound: float) -> Near | None:
     found = (head[hit] < bound).nonzero()
     index = torch.cat([hit[found[:, 0]] * _BLOCK + found[:, 1],
                        (tail < bound).nonzero().squeeze(1) + blocks * _BLOCK])
-    return Near(None, index) if len(index) else None
+    return Near(None, index, tuple(t.shape)) if len(index) else None
 
 
 def _put_where(out: Tensor, near: Near, dense: Callable[[], Tensor],
@@ -97,16 +98,17 @@ def _put_where(out: Tensor, near: Near, dense: Callable[[], Tensor],
     are near zero: the differences near zero are mostly a handful of elements, and computing the
     limit over the whole tensor then a full ``where`` costs three passes over memory."""
     if at is not None:
+        index = None
         if near.flat is not None:
-            index = torch.unravel_index(near.flat, out.shape)
-        elif int(torch.count_nonzero(near.mask)) <= near.mask.numel() * _SPARSE_FRACTION:
+            if near.shape == tuple(out.shape):
+                index = torch.unravel_index(near.flat, out.shape)
+        elif (near.mask.shape == out.shape
+              and int(torch.count_nonzero(near.mask)) <= near.mask.numel() * _SPARSE_FRACTION):
             index = near.mask.nonzero(as_tuple=True)
-        else:
-            index = None
         if index is not None:
             out.index_put_(index, at(index).to(out.dtype))
             return
-    torch.where(near.as_mask(out.shape), dense(), out, out=out)
+    torch.where(near.as_mask(), dense(), out, out=out)  # (a mask may broadcast against out)
 
 
 def _at(t: Tensor, shape: Sequence[int], index: tuple[Tensor, ...]) -> Tensor:
