@@ -477,26 +477,40 @@ def test_near_zero_mask_is_that_of_the_absolute_value(values):
     assert _near_zero(t[:0], 1e-7) is None
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(n=st.integers(0, 70), block=st.sampled_from([4, 8, 1 << 12]), sparse=st.sampled_from([1 / 16, 1.0]),
-       near=st.lists(st.integers(0, 69), max_size=6), nans=st.lists(st.integers(0, 69), max_size=3))
-@example(n=16, block=4, sparse=1.0, near=[5], nans=[6])  # a NaN and a near-zero in one block
-def test_the_block_search_finds_the_elements_a_mask_finds(n, block, sparse, near, nans):
-    # few or many elements below the bound, in whole blocks or the tail, NaNs (never below, but
-    # a block holding one has a NaN minimum and is searched)
+       negated=st.booleans(), near=st.lists(st.integers(0, 69), max_size=6),
+       nans=st.lists(st.integers(0, 69), max_size=3))
+@example(n=16, block=4, sparse=1.0, negated=False, near=[5], nans=[6])  # a NaN and a near-zero in one block
+@example(n=16, block=4, sparse=1.0, negated=True, near=[5], nans=[6])
+def test_the_block_search_finds_the_elements_a_mask_finds(n, block, sparse, negated, near, nans):
+    # few or many elements below the bound (above −bound for a non-positive tensor), in whole
+    # blocks or the tail, NaNs (never below, but a block holding one has a NaN minimum and is
+    # searched), found by a mask or by a flat index
     from deeplift.layers import activations
     t = torch.rand(n, dtype=torch.float64) + 0.5
     t[[i for i in near if i < n]] = 1e-9
     t[[i for i in nans if i < n]] = float("nan")
-    expected = t < 1e-7
+    if negated:
+        t = -t
+    expected = t > -1e-7 if negated else t < 1e-7
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(activations, "_BLOCK", block)
         patch.setattr(activations, "_SPARSE_FRACTION", sparse)
-        found = activations._below(t.view(-1, 1) if n % 2 else t, 1e-7)
+        found = activations._below(t.view(-1, 1) if n % 2 else t, 1e-7, negated=negated)
     if bool(expected.any()):
         assert torch.equal(found.as_mask().reshape(-1), expected)
     else:
         assert found is None
+
+
+@pytest.mark.parametrize("negated", [False, True])
+def test_a_few_near_zero_elements_are_indexed_without_a_mask(negated):
+    from deeplift.layers import activations
+    t = torch.rand(1000, 1000, generator=torch.Generator().manual_seed(0)) + 0.5
+    t.view(-1)[[7, 300_000, 999_999]] = 0.0
+    found = activations._below(-t if negated else t, 1e-7, negated=negated)
+    assert found.mask is None and found.flat.tolist() == [7, 300_000, 999_999]
 
 
 GRADIENT_STYLE = ["gradient", "gradient_x_input", "guided_backprop", "deconvnet", "integrated_gradients"]

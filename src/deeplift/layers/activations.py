@@ -53,9 +53,9 @@ def _near_zero(t: Tensor, bound: float) -> Near | None:
     lo, hi = torch.aminmax(t)
     lo, hi = lo.item(), hi.item()
     if lo >= 0:
-        return _below(t, bound) if lo < bound else None
+        return _below(t, bound, some=True) if lo < bound else None
     if hi <= 0:
-        return Near(t > -bound) if hi > -bound else None
+        return _below(t, bound, some=True, negated=True) if hi > -bound else None
     return _below(t.abs(), bound)  # (both signs, or NaN)
 
 
@@ -66,48 +66,53 @@ _SPARSE_FRACTION = 1 / 16
 _BLOCK = 1 << 12
 
 
-def _below(t: Tensor, bound: float) -> Near | None:
-    """Where ``t < bound``, or None when nowhere. One read of ``t`` decides: the minimum of each
-    block of ``_BLOCK`` elements. A difference of exactly or nearly 0 is mostly a coincidence —
-    a few elements per million, yet in most activation-sized tensors — so only the few blocks
-    holding one are searched, not the whole tensor compared and then indexed (three more passes
-    over memory). A NaN (its block's minimum is NaN) is searched too, and is never below."""
+def _below(t: Tensor, bound: float, some: bool = False, negated: bool = False) -> Near | None:
+    """Where ``t < bound`` (``negated``: where ``t > −bound``), or None when nowhere (``some``:
+    the caller knows an element is). A difference of exactly or nearly 0 is mostly a
+    coincidence — a few elements per million, yet in most activation-sized tensors — so one read
+    of ``t`` decides where to look: the minimum of each block of ``_BLOCK`` elements; only the
+    few blocks holding one are searched, not the whole tensor compared and then indexed (three
+    more passes over memory). A NaN (its block's minimum is NaN) is searched too, and is never
+    below. When more than ``_SPARSE_FRACTION`` of the tensor may be, the mask is returned (the
+    limits then go in everywhere: :func:`_put_where`); else the few elements' flat index."""
     n = t.numel()
     if n == 0:
         return None
+
+    def below(v: Tensor) -> Tensor:
+        return v > -bound if negated else v < bound
     flat = t.reshape(-1)
     blocks = n // _BLOCK
-    if blocks < 2:
-        mask = t < bound
-        return Near(mask) if bool(mask.any()) else None
+    if blocks < 2:  # a small tensor: the mask is cheap, its count decides
+        mask = below(t)
+        count = int(torch.count_nonzero(mask))
+        if count == 0:
+            return None
+        if count > n * _SPARSE_FRACTION:
+            return Near(mask)
+        return Near(None, mask.reshape(-1).nonzero().squeeze(1), tuple(t.shape))
     head, tail = flat[: blocks * _BLOCK].view(blocks, _BLOCK), flat[blocks * _BLOCK:]
-    hit = (~(head.amin(1) >= bound)).nonzero().squeeze(1)  # below, or NaN
+    extreme = head.amax(1).neg_() if negated else head.amin(1)
+    hit = (~(extreme >= bound)).nonzero().squeeze(1)  # below, or NaN
     if (len(hit) + 1) * _BLOCK > n * _SPARSE_FRACTION:
-        mask = t < bound
-        return Near(mask) if bool(mask.any()) else None
-    found = (head[hit] < bound).nonzero()
+        mask = below(t)
+        return Near(mask) if some or bool(mask.any()) else None
+    found = below(head[hit]).nonzero()
     index = torch.cat([hit[found[:, 0]] * _BLOCK + found[:, 1],
-                       (tail < bound).nonzero().squeeze(1) + blocks * _BLOCK])
+                       below(tail).nonzero().squeeze(1) + blocks * _BLOCK])
     return Near(None, index, tuple(t.shape)) if len(index) else None
 
 
 def _put_where(out: Tensor, near: Near, dense: Callable[[], Tensor],
                at: "Callable[[tuple[Tensor, ...]], Tensor] | None") -> None:
     """``out = where(near, values, out)`` in place. ``dense()`` gives the values everywhere;
-    ``at(index)`` (when given) at the elements of a ``nonzero``-style index only, used when few
-    are near zero: the differences near zero are mostly a handful of elements, and computing the
-    limit over the whole tensor then a full ``where`` costs three passes over memory."""
-    if at is not None:
-        index = None
-        if near.flat is not None:
-            if near.shape == tuple(out.shape):
-                index = torch.unravel_index(near.flat, out.shape)
-        elif (near.mask.shape == out.shape
-              and int(torch.count_nonzero(near.mask)) <= near.mask.numel() * _SPARSE_FRACTION):
-            index = near.mask.nonzero(as_tuple=True)
-        if index is not None:
-            out.index_put_(index, at(index).to(out.dtype))
-            return
+    ``at(index)`` (when given) at the few elements of a flat index only (see :func:`_below`):
+    computing the limit over the whole tensor then a full ``where`` costs three passes over
+    memory."""
+    if at is not None and near.flat is not None and near.shape == tuple(out.shape):
+        index = torch.unravel_index(near.flat, out.shape)
+        out.index_put_(index, at(index).to(out.dtype))
+        return
     torch.where(near.as_mask(), dense(), out, out=out)  # (a mask may broadcast against out)
 
 
