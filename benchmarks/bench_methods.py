@@ -13,7 +13,9 @@ Rows (the goals are those of issue 10):
 - ``integrated_gradients``: 50 steps (≤ 50×), next to Captum's IntegratedGradients;
 - ``all 10 targets``: rescale for every class of the image CNN in one call (≤ 1 + 0.6·10 = 7×);
 - peers (``pip install '.[bench]'``): Captum DeepLift, DeepLiftShap (10 references) and
-  IntegratedGradients, tangermeme's deep_lift_shap (10 references), where installed.
+  IntegratedGradients, tangermeme's deep_lift_shap (10 references), where installed;
+- ``the gradient again (noise)``: the baseline timed as a row — its ratio is 1 and its spread
+  is the machine's and the method's own, the floor of every row's spread.
 
 Timing: interleaved rounds (every row, again and again, each timed right after a baseline call
 of its own, and each of the two right after an untimed call of itself when shorter than 2 s),
@@ -121,6 +123,9 @@ def rows(kind: str, module: nn.Module, x: torch.Tensor, ref: torch.Tensor, peers
         return lambda: deeplift.attribute(model, x, refs, method=method, target=target,
                                           batch_size=kw.pop("batch_size", n), **kw)
     out = {"autograd input gradient": (lambda: autograd_gradient(module, x), "1")}
+    # the baseline timed as a row: its spread is that of the machine and the timing alone, the
+    # floor under every other row's spread
+    out["the gradient again (noise)"] = (lambda: autograd_gradient(module, x), "spread <= 1.3")
     out["gradient_x_input"] = (ours("gradient_x_input", refs=None), "<= 1.5")
     shuffles = references.dinuc_shuffle(n=10, seed=0)(x.cpu()).to(x.device) if kind == "bpnet" else None
     # the DeepLIFT rows twice: fused rule kernels (what fuse="auto" runs once a process has done
