@@ -225,6 +225,33 @@ def test_overlapping_max_pooling_sums_to_delta_for_any_reference(pool):
     assert (err > 1e-6).sum().item() >= 4
 
 
+@pytest.mark.parametrize("pool", [
+    nn.MaxPool1d(3, stride=2, padding=1),
+    nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
+    nn.MaxPool2d(2, stride=1, dilation=2),
+    nn.MaxPool3d(2, stride=1),
+    nn.AdaptiveMaxPool2d(1),
+], ids=["maxpool1d", "maxpool2d_ceil", "maxpool2d_dilated", "maxpool3d", "adaptive_max"])
+@pytest.mark.parametrize("reference", ["constant", "random"])
+def test_max_pooling_with_a_shared_reference_row_scores_as_with_that_row_per_example(pool, reference):
+    # one reference row is routed from that row alone (one value per window: λ = 1 everywhere);
+    # the same row given once per example goes through the per-pair routing: the same scores,
+    # padding, ceil_mode windows, dilation and global maxima included
+    nd = {nn.MaxPool1d: 1, nn.MaxPool3d: 3}.get(type(pool), 2)
+    net = _PoolThenSum(pool).double()
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn((8, 2, *[6] * nd), generator=gen, dtype=torch.float64)
+    row = (torch.full((1, 2, *[6] * nd), 0.3, dtype=torch.float64) if reference == "constant"
+           else torch.randn((1, 2, *[6] * nd), generator=gen, dtype=torch.float64))
+    model = deeplift.convert(net, x)
+    delta = _torch_delta(net, x, row.expand_as(x))
+    for method in DEEPLIFT_METHODS:
+        shared = deeplift.attribute(model, x, row, method=method)
+        per_example = deeplift.attribute(model, x, row.expand_as(x).contiguous(), method=method)
+        torch.testing.assert_close(shared, per_example, rtol=0, atol=1e-12)
+        _assert_sums_to(shared[:, None], delta, method)
+
+
 def test_global_max_with_moved_argmax_conserves_delta_and_gradient_routing_does_not():
     class GlobalMax(nn.Module):
         def forward(self, x):
