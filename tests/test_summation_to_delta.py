@@ -200,13 +200,18 @@ def test_global_max_with_tied_inputs_and_a_constant_reference_routes_to_one_maxi
     torch.testing.assert_close(shared, torch.tensor([[[0.0, 1.75, 1.75, 0.0]]], dtype=torch.float64))
 
 
-@pytest.mark.parametrize("pool", [
+#: max pools with padding, ceil_mode windows, dilation, 3-d and a global maximum
+OVERLAPPING_POOLS = [
     nn.MaxPool1d(3, stride=2, padding=1),
     nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
     nn.MaxPool2d(2, stride=1, dilation=2),
     nn.MaxPool3d(2, stride=1),
     nn.AdaptiveMaxPool2d(1),
-], ids=["maxpool1d", "maxpool2d_ceil", "maxpool2d_dilated", "maxpool3d", "adaptive_max"])
+]
+OVERLAPPING_POOL_IDS = ["maxpool1d", "maxpool2d_ceil", "maxpool2d_dilated", "maxpool3d", "adaptive_max"]
+
+
+@pytest.mark.parametrize("pool", OVERLAPPING_POOLS, ids=OVERLAPPING_POOL_IDS)
 def test_overlapping_max_pooling_sums_to_delta_for_any_reference(pool):
     nd = {nn.MaxPool1d: 1, nn.MaxPool3d: 3}.get(type(pool), 2)
     net = _PoolThenSum(pool).double()
@@ -225,13 +230,7 @@ def test_overlapping_max_pooling_sums_to_delta_for_any_reference(pool):
     assert (err > 1e-6).sum().item() >= 4
 
 
-@pytest.mark.parametrize("pool", [
-    nn.MaxPool1d(3, stride=2, padding=1),
-    nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
-    nn.MaxPool2d(2, stride=1, dilation=2),
-    nn.MaxPool3d(2, stride=1),
-    nn.AdaptiveMaxPool2d(1),
-], ids=["maxpool1d", "maxpool2d_ceil", "maxpool2d_dilated", "maxpool3d", "adaptive_max"])
+@pytest.mark.parametrize("pool", OVERLAPPING_POOLS, ids=OVERLAPPING_POOL_IDS)
 @pytest.mark.parametrize("reference", ["constant", "random"])
 def test_max_pooling_with_a_shared_reference_row_scores_as_with_that_row_per_example(pool, reference):
     # one reference row is routed from that row alone (one value per window: λ = 1 everywhere);
