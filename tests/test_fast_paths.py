@@ -229,13 +229,16 @@ def test_a_split_is_handed_over_only_where_nothing_reads_it_later(monkeypatch, n
     assert calls and not any(owned for _, _, owned, _ in calls)
 
 
-@pytest.mark.parametrize("fuse", [False, True])
-def test_the_split_written_into_the_spread_changes_no_bit(fuse):
-    """``split_by_spread_of`` (Δ⁺ into ``spread``, Δ⁻ into the difference) against
-    ``_spread_split`` of the same numbers, eager and compiled; parts that snap to exactly 0
-    (every term of one sign) included."""
+@pytest.mark.parametrize("fuse,piece", [(False, 1 << 17), (False, 64), (True, 64)])
+def test_the_split_written_into_the_spread_changes_no_bit(monkeypatch, fuse, piece):
+    """``split_by_spread`` and ``split_by_spread_of`` (Δ⁺ into ``spread``, Δ⁻ into the
+    difference), eager — in one go or piece by piece (64 elements: the last piece shorter) —
+    and compiled, against the split's definition: ``½(total ± c)`` with ``c = |total|`` where it
+    is within rounding of the spread (every term of one sign: one part exactly 0, the other
+    exactly total), else ``c = spread`` — a NaN spread stays NaN."""
     if fuse:
         _compiler_or_skip()
+    monkeypatch.setattr(base, "PIECE", piece)
     g = torch.Generator().manual_seed(3)
     rows = torch.randn(4, 6, 50, generator=g, dtype=torch.float64)
     index = torch.tensor([0, 0, 1, 2, 3, 3, 2])
@@ -243,27 +246,50 @@ def test_the_split_written_into_the_spread_changes_no_bit(fuse):
     total = rows.index_select(0, index) - r
     spread = total.abs() + torch.rand(7, 6, 50, generator=g, dtype=torch.float64)
     spread[:, :, :10] = total[:, :, :10].abs()  # a single-signed sum: one part is exactly 0
-    expected = base._spread_split(total, spread, 1 - 2 * 9 * torch.finfo(torch.float64).eps)
-    pos, neg = base.split_by_spread_of((rows, index), r, spread.clone(), 9, fuse)
-    assert torch.equal(pos, expected[0]) and torch.equal(neg, expected[1])
-    assert bool((expected[0][:, :, :10] == 0).logical_or(expected[1][:, :, :10] == 0).all())
+    spread[:, :, 10:20] = total[:, :, 10:20].abs() * (1 + 4 * torch.finfo(torch.float64).eps)
+    spread[0, 0, 20] = float("nan")
+    k = 1 - 2 * 9 * torch.finfo(torch.float64).eps
+    a = total.abs()
+    pos = 0.5 * (total + torch.where(a >= k * spread, a, spread))
+    expected = pos, total - pos
+    assert bool((pos[:, :, :20] == 0).logical_or(expected[1][:, :, :20] == 0).all())
+    assert bool((pos[:, :, 21:] != 0).logical_and(expected[1][:, :, 21:] != 0).all())
+    assert pos[0, 0, 20].isnan() and expected[1][0, 0, 20].isnan()
+
+    def same(parts):
+        return all(torch.equal(p.nan_to_num(), e.nan_to_num()) and torch.equal(p.isnan(), e.isnan())
+                   for p, e in zip(parts, expected))
+    assert same(base.split_by_spread(total.clone(), spread.clone(), 9, fuse))
+    assert same(base.split_by_spread_of((rows, index), r, spread.clone(), 9, fuse))
     # the rows gathered already and the caller's to lose: Δ⁻ is written into them
     per_pair = rows.index_select(0, index)
-    pos, neg = base.split_by_spread_of((per_pair, None), r, spread.clone(), 9, fuse, into_x=True)
-    assert torch.equal(pos, expected[0]) and torch.equal(neg, expected[1])
-    assert neg.data_ptr() == per_pair.data_ptr()
+    parts = base.split_by_spread_of((per_pair, None), r, spread.clone(), 9, fuse, into_x=True)
+    assert same(parts) and parts[1].data_ptr() == per_pair.data_ptr()
 
 
-def test_reveal_cancel_factors_in_place_change_no_bit(monkeypatch, net, x, refs):
-    """The op-by-op factors computed in place equal those of the four-part computation bit
-    for bit, near-zero limits included (one reference per example is the example itself)."""
-    r = refs.clone()
-    r[:, 0] = x
+@pytest.mark.parametrize("piece", [1 << 17, 50])
+@pytest.mark.parametrize("shared", [False, True])
+def test_reveal_cancel_factors_in_place_change_no_bit(monkeypatch, net, x, refs, piece, shared):
+    """The op-by-op factors — computed piece by piece (50 elements: a piece is part of a row,
+    so a row each; one piece), into the split handed over (one target) or into tensors of their
+    own (all targets, several passes) — equal those of the four-part computation bit for bit,
+    near-zero limits included (one reference per example is the example itself; or one
+    reference shared by all, equal to the first example on half of the sequence)."""
+    monkeypatch.setattr(base, "PIECE", piece)
+    monkeypatch.setattr(engine, "PASS_BYTES", 4096)  # "all": several passes, nothing handed over
+    if shared:
+        r = refs[:1, 0].clone()
+        r[..., : x.shape[-1] // 2] = x[:1, ..., : x.shape[-1] // 2]
+    else:
+        r = refs.clone()
+        r[:, 0] = x
     in_place = deeplift.attribute(net, x, r, method="reveal_cancel", target="all", fuse=False)
+    one_target = deeplift.attribute(net, x, r, method="reveal_cancel", target=0, fuse=False)
     monkeypatch.setattr(Activation, "_reveal_cancel_factors_eager",
                         lambda self, state: self._reveal_cancel(state)[2:])
     parts = deeplift.attribute(net, x, r, method="reveal_cancel", target="all", fuse=False)
     assert torch.equal(in_place, parts)
+    assert torch.equal(one_target, parts[:, 0])
 
 
 @pytest.mark.parametrize("method", DEEPLIFT)
@@ -382,7 +408,9 @@ def test_computing_in_values_that_leave_changes_no_score(monkeypatch, net, x, me
     lost = _never_lose(monkeypatch)
     fresh = deeplift.attribute(net, x, r, method=method, target=target, fuse=fuse)
     torch.testing.assert_close(in_place, fresh, rtol=1e-13, atol=1e-15)
-    if not fuse:  # (fused, the factors are computed in one loop from the values, not in them)
+    if not fuse and method != "reveal_cancel":
+        # (fused, and RevealCancel's factors op by op, are computed from the values in one loop
+        # or piece by piece, not in them)
         assert lost
     if method == "reveal_cancel" and target == 0:  # a split handed over in the only pass
         assert "Conv" in lost, lost

@@ -25,7 +25,7 @@ from torch import Tensor
 from ..fusion import kernel, should_fuse
 from ..rules import nonlinearity_rule, register_nonlinearity_rule
 from .base import (Layer, Multipliers, PerPairLinearMap, Split, State, broadcast_shape, flat_targets,
-                   take, unflat_targets)
+                   piece, row_pieces, take, unflat_targets)
 from .linear import as_tensor
 
 
@@ -109,11 +109,20 @@ def _put_where(out: Tensor, near: Near, dense: Callable[[], Tensor],
     ``at(index)`` (when given) at the few elements of a flat index only (see :func:`_below`):
     computing the limit over the whole tensor then a full ``where`` costs three passes over
     memory."""
-    if at is not None and near.flat is not None and near.shape == tuple(out.shape):
-        index = torch.unravel_index(near.flat, out.shape)
-        out.index_put_(index, at(index).to(out.dtype))
-        return
-    torch.where(near.as_mask(), dense(), out, out=out)  # (a mask may broadcast against out)
+    _values_where(near, dense, at, out.shape)(out)
+
+
+def _values_where(near: Near, dense: Callable[[], Tensor],
+                  at: "Callable[[tuple[Tensor, ...]], Tensor] | None", shape: Sequence[int]
+                  ) -> Callable[[Tensor], object]:
+    """:func:`_put_where`'s values computed now, put into a tensor of ``shape`` by the function
+    returned: for a rule whose result overwrites what the values are computed from."""
+    if at is not None and near.flat is not None and near.shape == tuple(shape):
+        index = torch.unravel_index(near.flat, tuple(shape))
+        values = at(index)
+        return lambda out: out.index_put_(index, values.to(out.dtype))
+    mask, values = near.as_mask(), dense()
+    return lambda out: torch.where(mask, values, out, out=out)  # (a mask may broadcast)
 
 
 def _at(t: Tensor, shape: Sequence[int], index: tuple[Tensor, ...]) -> Tensor:
@@ -328,22 +337,37 @@ class Activation(Layer):
         return state.cached(self, "reveal_cancel_factors", compute)
 
     def _reveal_cancel_factors_eager(self, state) -> tuple[Tensor, Tensor]:
-        """``(s⁺, s⁻)`` op by op, each step in place on a tensor of its own: ``Δy⁺`` is
-        computed into ``f(r+Δx⁺)`` (itself computed in place where ``f_into`` can) and divided
-        there, ``Δy⁻`` into ``Δy`` (the same arithmetic as :meth:`_reveal_cancel`, bit for bit)."""
+        """``(s⁺, s⁻)`` op by op, a few rows at a time (``row_pieces``): ``Δy``, ``f(r+Δx±)``
+        and ``Δy±`` are a piece's temporaries, never a layer's, and when the input's split is
+        handed over (nothing reads it again) the factors are written into it — the same
+        arithmetic as :meth:`_reveal_cancel`, bit for bit, with no activation-sized tensor of
+        its own where the fused kernel has none either."""
         inp = self.inputs[0]
         eps = state.options.near_zero
         r = state.r_broadcast(inp)  # (taking the split releases the input)
-        p, n = state.take_split(inp, self)[0]
-        pos = self.f_into(r + p)
-        pos.sub_(self.f_into(r + n))
-        dy = state.owned_delta(self.name)  # (after the split and f(r+Δx⁻): a lower peak)
-        pos.add_(dy).mul_(0.5)
-        neg = dy.sub_(pos)
+        (p, n), owned = state.take_split(inp, self)
+        xo, x_index = state.x_rows(self.name)
+        ro = state.r_broadcast(self.name)
+        shape = broadcast_shape(p.shape, n.shape, r.shape, ro.shape,
+                                xo.shape if x_index is None else (len(x_index), *xo.shape[1:]))
         near_p, near_n = _near_zero(p, eps), _near_zero(n, eps)
-        sp, sn = pos.div_(p), neg.div_(n)  # inf/nan where a part is 0: replaced just below
-        if near_p is not None or near_n is not None:
-            self._reveal_cancel_limits(r, p, n, sp, sn, near_p, near_n)  # see _reveal_cancel
+        # the limits where a part is near 0 read both parts: computed before they are overwritten
+        limits = self._reveal_cancel_limit_values(r, p, n, shape, near_p, near_n)
+        if owned and p.shape == n.shape == shape and p.is_contiguous() and n.is_contiguous():
+            sp, sn = p, n
+        else:
+            sp, sn = p.new_empty(shape), n.new_empty(shape)
+        for rows in row_pieces(shape):
+            dy = (piece(xo, rows) - piece(ro, rows) if x_index is None
+                  else xo.index_select(0, x_index[rows]).sub_(piece(ro, rows)))
+            pos = self.f_into(piece(r, rows) + piece(p, rows))
+            pos.sub_(self.f_into(piece(r, rows) + piece(n, rows))).add_(dy).mul_(0.5)
+            neg = dy.sub_(pos)
+            torch.div(pos, piece(p, rows), out=sp[rows])  # inf/nan where a part is 0: replaced below
+            torch.div(neg, piece(n, rows), out=sn[rows])
+        for put, s in zip(limits, (sp, sn)):
+            if put is not None:
+                put(s)
         return sp, sn
 
     def reveal_cancel_parts(self, state) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -382,10 +406,21 @@ class Activation(Layer):
     def _reveal_cancel_limits(self, r: Tensor, p: Tensor, n: Tensor, sp: Tensor, sn: Tensor,
                               near_p: Near | None, near_n: Near | None) -> None:
         """``s± = ½[f'(r) + f'(r + Δx∓)]`` where ``|Δx±|`` is near zero, in place."""
+        limits = self._reveal_cancel_limit_values(r, p, n, sp.shape, near_p, near_n)
+        for put, s in zip(limits, (sp, sn)):
+            if put is not None:
+                put(s)
+
+    def _reveal_cancel_limit_values(self, r: Tensor, p: Tensor, n: Tensor, shape: Sequence[int],
+                                    near_p: Near | None, near_n: Near | None) -> list:
+        """For ``(s⁺, s⁻)`` of ``shape``: a function putting in the limits where a part is near
+        zero (see :meth:`_reveal_cancel_limits`), the values computed now; None: nowhere."""
         g: list[Tensor] = []  # f'(r) over the whole tensor, once, if a mask needs it everywhere
         d = None if self.fused_functions() is None else self.fused_functions()[1]
-        for near, s, other in ((near_p, sp, n), (near_n, sn, p)):
+        puts = []
+        for near, other in ((near_p, n), (near_n, p)):
             if near is None:
+                puts.append(None)
                 continue
 
             def everywhere(other: Tensor = other) -> Tensor:
@@ -393,11 +428,12 @@ class Activation(Layer):
                     g.append(self.derivative(r))
                 return 0.5 * (g[0] + self.derivative(r + other))
 
-            def at(index: tuple[Tensor, ...], other: Tensor = other, shape=s.shape) -> Tensor:
+            def at(index: tuple[Tensor, ...], other: Tensor = other) -> Tensor:
                 r_at = _at(r, shape, index)
                 return 0.5 * (d(r_at) + d(r_at + _at(other, shape, index)))
 
-            _put_where(s, near, everywhere, None if d is None else at)
+            puts.append(_values_where(near, everywhere, None if d is None else at, shape))
+        return puts
 
     # -- the two hooks the engine calls: the rule the method chose does the work ----------------
     def split(self, state: State) -> Split:
