@@ -293,6 +293,33 @@ def test_reveal_cancel_factors_in_place_change_no_bit(monkeypatch, net, x, refs,
 
 
 @pytest.mark.parametrize("method", DEEPLIFT)
+@pytest.mark.parametrize("batch_size", [4, 15])
+def test_differences_a_run_of_pairs_at_a_time_change_no_bit(monkeypatch, net, x, refs, method,
+                                                            batch_size):
+    """Several references per example: each run of one example's pairs takes its differences
+    from a broadcast of that example's row, not from a gather of every pair's; the scores are
+    those of the gather bit for bit, with runs cut by the batch (4 pairs: runs of 1 to 3), and
+    it happens."""
+    runs = []
+    x_runs = engine.PassState._x_runs
+
+    def recording(self, name):
+        found = x_runs(self, name)
+        runs.extend(found or ())
+        return found
+    monkeypatch.setattr(engine.PassState, "_x_runs", recording)
+    monkeypatch.setattr(engine, "RUN_ELEMENTS", 10 ** 9)  # never: the gather
+    gathered = deeplift.attribute(net, x, refs, method=method, target="all", fuse=False,
+                                  batch_size=batch_size)
+    assert not runs
+    monkeypatch.setattr(engine, "RUN_ELEMENTS", 1)  # always: a run at a time
+    by_runs = deeplift.attribute(net, x, refs, method=method, target="all", fuse=False,
+                                 batch_size=batch_size)
+    assert torch.equal(gathered, by_runs)
+    assert {end - first for _, first, end in runs} == ({1, 2, 3} if batch_size == 4 else {3})
+
+
+@pytest.mark.parametrize("method", DEEPLIFT)
 @pytest.mark.parametrize("quirks", [False, True])
 def test_near_zero_limits_at_the_masked_elements_alone_change_no_bit(monkeypatch, net, x, refs,
                                                                    method, quirks):

@@ -22,7 +22,7 @@ from .graph import Model
 from .conservation import WorstError, worst_of
 from .layers.activations import Activation
 from .layers.base import (Constant, Input, Layer, Multipliers, SignedScale, SignPreservingLinear,
-                          SignSplitLinear, Split, broadcast_shape)
+                          SignSplitLinear, Split, broadcast_shape, piece)
 from .methods import Method
 
 
@@ -89,6 +89,8 @@ class PassState:
         #: layers whose example rows may be overwritten: the input whose split ``take_split``
         #: is computing, the layer whose values leave after the backward now running
         self._losing: set[str] = set()
+        #: the runs of consecutive pairs of one example (``_x_runs``), found once per pass
+        self._runs: list[tuple[int, int, int]] | None = None
 
     # -- per-pair values --------------------------------------------------------------------------
     def x(self, name: str) -> Tensor:
@@ -144,6 +146,8 @@ class PassState:
             elif not self.difference_based:
                 # gradient methods: "differences" from an all-zero reference (only signs are read)
                 self._delta[name] = self.x(name)
+            elif name not in self._x and self._x_runs(name) is not None:
+                self._delta[name] = self._x_minus_by_runs(name, self.r_broadcast(name))
             else:
                 self._delta[name] = self.x(name) - self.r(name)
         return self._delta[name]
@@ -159,9 +163,36 @@ class PassState:
         if index is None and self.values_to_lose(name) and rows.is_contiguous() and (
                 rows.shape == broadcast_shape(rows.shape, self.r_broadcast(name).shape)):
             return rows.sub_(self.r_broadcast(name))  # its values are not read again
+        if index is not None and self._x_runs(name) is not None:
+            return self._x_minus_by_runs(name, self.r_broadcast(name))
         if index is not None:  # gathered into the result itself: no per-pair copy kept in the pass
             return rows.index_select(0, index).sub_(self.r_broadcast(name))
         return torch.sub(self.x(name), self.r_broadcast(name))
+
+    def _x_runs(self, name: str) -> list[tuple[int, int, int]] | None:
+        """``(example row, first pair, end pair)`` of each run of consecutive pairs that share an
+        example (several references per example: the pairs of a batch come example by example),
+        when the runs of layer ``name`` are long enough — ``RUN_ELEMENTS`` on average — that one
+        broadcast subtraction per run costs less than gathering every pair's rows first (a pass
+        over memory and a per-pair copy); else None."""
+        if not isinstance(self.x_idx, Tensor):
+            return None
+        if self._runs is None:
+            examples, counts = torch.unique_consecutive(self.x_idx, return_counts=True)
+            ends = torch.cumsum(counts, 0).tolist()
+            self._runs = [(e, end - c, end) for e, c, end in zip(examples.tolist(), counts.tolist(), ends)]
+        if len(self._runs) * RUN_ELEMENTS > self.pair_numel(name):
+            return None
+        return self._runs
+
+    def _x_minus_by_runs(self, name: str, r: Tensor) -> Tensor:
+        """``x(name) − r`` as a new tensor, a run of pairs at a time (see ``_x_runs``): each run's
+        example row broadcast against its references' rows, written into the result."""
+        rows = self.x_values[name]
+        out = rows.new_empty(broadcast_shape((len(self.x_idx), *rows.shape[1:]), r.shape))
+        for example, first, end in self._x_runs(name):
+            torch.sub(rows[example:example + 1], piece(r, slice(first, end)), out=out[first:end])
+        return out
 
     def release(self, name: str) -> None:
         """Forget everything about a layer once its backward is done: no later layer reads it
@@ -510,6 +541,9 @@ _AFFINE = (SignSplitLinear, SignedScale, SignPreservingLinear)
 #: 64 MB and 33.7x without; all 10 classes of the image CNN at 5.7x / 6.1x / 5.9x (there the
 #: smaller passes save memory, not time)
 PASS_BYTES = 16 << 20
+#: elements per run of pairs of one example (on average) from which their differences from
+#: their references are taken a run at a time rather than after a gather (``PassState._x_runs``)
+RUN_ELEMENTS = 1 << 16
 
 
 class PairRunner:
