@@ -267,6 +267,17 @@ def test_the_split_written_into_the_spread_changes_no_bit(monkeypatch, fuse, pie
     assert same(parts) and parts[1].data_ptr() == per_pair.data_ptr()
 
 
+def test_rule_work_goes_piece_by_piece_on_cpu_only():
+    """On CPU a layer's op-by-op rule work goes ~``PIECE`` elements at a time (at least a row);
+    on another device each op is a kernel launch of its own and the caching allocator keeps its
+    blocks: one piece."""
+    pieces = base.row_pieces((64, 64, 1000), torch.device("cpu"))
+    assert len(pieces) == 32 and pieces[0] == slice(0, 2) and pieces[-1] == slice(62, 64)
+    assert base.row_pieces((3, 10 ** 6), torch.device("cpu")) == [slice(0, 1), slice(1, 2),
+                                                                 slice(2, 3)]
+    assert base.row_pieces((64, 64, 1000), torch.device("meta")) == [slice(0, 64)]
+
+
 @pytest.mark.parametrize("piece", [1 << 17, 50])
 @pytest.mark.parametrize("shared", [False, True])
 def test_reveal_cancel_factors_in_place_change_no_bit(monkeypatch, net, x, refs, piece, shared):

@@ -175,8 +175,8 @@ class PassState:
         when the runs of layer ``name`` are long enough — ``RUN_ELEMENTS`` on average — that one
         broadcast subtraction per run costs less than gathering every pair's rows first (a pass
         over memory and a per-pair copy); else None."""
-        if not isinstance(self.x_idx, Tensor):
-            return None
+        if not isinstance(self.x_idx, Tensor) or self.x_idx.device.type != "cpu":
+            return None  # (on a GPU each run would be a kernel launch of its own)
         if self._runs is None:
             examples, counts = torch.unique_consecutive(self.x_idx, return_counts=True)
             ends = torch.cumsum(counts, 0).tolist()

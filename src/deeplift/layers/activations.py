@@ -337,9 +337,9 @@ class Activation(Layer):
         return state.cached(self, "reveal_cancel_factors", compute)
 
     def _reveal_cancel_factors_eager(self, state) -> tuple[Tensor, Tensor]:
-        """``(s⁺, s⁻)`` op by op, a few rows at a time (``row_pieces``): ``Δy``, ``f(r+Δx±)``
-        and ``Δy±`` are a piece's temporaries, never a layer's, and when the input's split is
-        handed over (nothing reads it again) the factors are written into it — the same
+        """``(s⁺, s⁻)`` op by op, a few rows at a time on CPU (``row_pieces``): ``Δy``,
+        ``f(r+Δx±)`` and ``Δy±`` are a piece's temporaries, never a layer's, and when the input's
+        split is handed over (nothing reads it again) the factors are written into it — the same
         arithmetic as :meth:`_reveal_cancel`, bit for bit, with no activation-sized tensor of
         its own where the fused kernel has none either."""
         inp = self.inputs[0]
@@ -357,7 +357,7 @@ class Activation(Layer):
             sp, sn = p, n
         else:
             sp, sn = p.new_empty(shape), n.new_empty(shape)
-        for rows in row_pieces(shape):
+        for rows in row_pieces(shape, p.device):
             dy = (piece(xo, rows) - piece(ro, rows) if x_index is None
                   else xo.index_select(0, x_index[rows]).sub_(piece(ro, rows)))
             pos = self.f_into(piece(r, rows) + piece(p, rows))

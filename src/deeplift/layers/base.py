@@ -384,15 +384,17 @@ def take(rows: Tensor, index: "Tensor | None") -> Tensor:
     return rows if index is None else rows.index_select(0, index)
 
 
-#: elements per piece of rule work done op by op (a piece's temporaries stay in the caches and
-#: in memory the C library keeps, where an activation-sized one is mapped afresh)
+#: elements per piece of rule work done op by op on CPU (a piece's temporaries stay in the
+#: caches and in memory the C library keeps, where an activation-sized one is mapped afresh; a
+#: GPU's caching allocator keeps its blocks, and there each op is a kernel launch: one piece)
 PIECE = 1 << 17
 
 
-def row_pieces(shape: Sequence[int]) -> list[slice]:
-    """Slices of the first axis of a tensor of ``shape``, about ``PIECE`` elements each (at
-    least one row): for op-by-op rule work piece by piece."""
-    step = max(1, PIECE // max(1, math.prod(shape[1:])))
+def row_pieces(shape: Sequence[int], device: torch.device) -> list[slice]:
+    """Slices of the first axis of a tensor of ``shape`` on ``device``: about ``PIECE``
+    elements each (at least one row) on CPU, for op-by-op rule work piece by piece; else one."""
+    step = (max(1, PIECE // max(1, math.prod(shape[1:]))) if device.type == "cpu"
+            else max(1, shape[0]))
     return [slice(i, i + step) for i in range(0, shape[0], step)]
 
 
@@ -407,10 +409,10 @@ def _split_in_place(total: Tensor, spread: Tensor, k: float) -> Split:
     rounding, and then one part is exactly 0 and the other exactly ``total``), else ``spread``.
     ``c`` is ``lerp`` with a 0/1 weight, which selects exactly (at weight 1 it gives
     ``end − (end − start)·0``): PyTorch's CPU ``where`` is ~10× slower than an arithmetic op.
-    Op by op, the work goes piece by piece over the flattened tensors: the two temporaries are
-    a piece's, not the layer's (half a conv output less at the memory peak of a RevealCancel
+    Op by op on CPU, the work goes piece by piece over the flattened tensors: the two
+    temporaries are a piece's, not the layer's (half a conv output less at the memory peak of a RevealCancel
     pass, and no page faults for fresh activation-sized blocks in a plain process)."""
-    if (not torch.compiler.is_compiling() and total.numel() > PIECE
+    if (not torch.compiler.is_compiling() and total.numel() > PIECE and total.device.type == "cpu"
             and total.shape == spread.shape and total.is_contiguous() and spread.is_contiguous()):
         t, s = total.view(-1), spread.view(-1)
         for i in range(0, len(t), PIECE):
