@@ -180,7 +180,8 @@ class PassState:
         if self._runs is None:
             examples, counts = torch.unique_consecutive(self.x_idx, return_counts=True)
             ends = torch.cumsum(counts, 0).tolist()
-            self._runs = [(e, end - c, end) for e, c, end in zip(examples.tolist(), counts.tolist(), ends)]
+            self._runs = [(example, end - count, end) for example, count, end
+                          in zip(examples.tolist(), counts.tolist(), ends)]
         if len(self._runs) * RUN_ELEMENTS > self.pair_numel(name):
             return None
         return self._runs

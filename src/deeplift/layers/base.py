@@ -410,8 +410,8 @@ def _split_in_place(total: Tensor, spread: Tensor, k: float) -> Split:
     ``c`` is ``lerp`` with a 0/1 weight, which selects exactly (at weight 1 it gives
     ``end − (end − start)·0``): PyTorch's CPU ``where`` is ~10× slower than an arithmetic op.
     Op by op on CPU, the work goes piece by piece over the flattened tensors: the two
-    temporaries are a piece's, not the layer's (half a conv output less at the memory peak of a RevealCancel
-    pass, and no page faults for fresh activation-sized blocks in a plain process)."""
+    temporaries are a piece's, not the layer's (at a RevealCancel pass's memory peak, the split
+    of its first convolution, they weighed two of its outputs)."""
     if (not torch.compiler.is_compiling() and total.numel() > PIECE and total.device.type == "cpu"
             and total.shape == spread.shape and total.is_contiguous() and spread.is_contiguous()):
         t, s = total.view(-1), spread.view(-1)
