@@ -308,9 +308,10 @@ def test_reveal_cancel_factors_in_place_change_no_bit(monkeypatch, net, x, refs,
 def test_differences_a_run_of_pairs_at_a_time_change_no_bit(monkeypatch, net, x, refs, method,
                                                             batch_size):
     """Several references per example: each run of one example's pairs takes its differences
-    from a broadcast of that example's row, not from a gather of every pair's; the scores are
-    those of the gather bit for bit, with runs cut by the batch (4 pairs: runs of 1 to 3), and
-    it happens."""
+    from a broadcast of that example's row, a block of equal runs at a time, not from a gather
+    of every pair's; the scores are those of the gather bit for bit, with runs cut by the batch
+    (4 pairs: runs of 1 and 3, and a block of two runs of 2; 15: one block of 5 runs of 3),
+    and it happens."""
     runs = []
     x_runs = engine.PassState._x_runs
 
@@ -327,7 +328,9 @@ def test_differences_a_run_of_pairs_at_a_time_change_no_bit(monkeypatch, net, x,
     by_runs = deeplift.attribute(net, x, refs, method=method, target="all", fuse=False,
                                  batch_size=batch_size)
     assert torch.equal(gathered, by_runs)
-    assert {end - first for _, first, end in runs} == ({1, 2, 3} if batch_size == 4 else {3})
+    blocks = {(n_examples, per_example) for _, n_examples, per_example, _ in runs}
+    # 4 pairs of 5 examples with 3 references each: 0 0 0 1 | 1 1 2 2 | 2 3 3 3 | 4 4 4
+    assert blocks == ({(1, 3), (1, 1), (2, 2)} if batch_size == 4 else {(5, 3)})
 
 
 @pytest.mark.parametrize("method", DEEPLIFT)

@@ -89,8 +89,9 @@ class PassState:
         #: layers whose example rows may be overwritten: the input whose split ``take_split``
         #: is computing, the layer whose values leave after the backward now running
         self._losing: set[str] = set()
-        #: the runs of consecutive pairs of one example (``_x_runs``), found once per pass
-        self._runs: list[tuple[int, int, int]] | None = None
+        #: how many runs of consecutive pairs of one example there are, and their blocks of
+        #: equal runs (``_x_runs``), found once per pass
+        self._runs: tuple[int, list[tuple[int, int, int, int]]] | None = None
 
     # -- per-pair values --------------------------------------------------------------------------
     def x(self, name: str) -> Tensor:
@@ -169,30 +170,44 @@ class PassState:
             return rows.index_select(0, index).sub_(self.r_broadcast(name))
         return torch.sub(self.x(name), self.r_broadcast(name))
 
-    def _x_runs(self, name: str) -> list[tuple[int, int, int]] | None:
-        """``(example row, first pair, end pair)`` of each run of consecutive pairs that share an
-        example (several references per example: the pairs of a batch come example by example),
-        when the runs of layer ``name`` are long enough — ``RUN_ELEMENTS`` on average — that one
-        broadcast subtraction per run costs less than gathering every pair's rows first (a pass
-        over memory and a per-pair copy); else None."""
+    def _x_runs(self, name: str) -> list[tuple[int, int, int, int]] | None:
+        """``(first example row, examples, pairs per example, first pair)`` of each block of
+        consecutive pairs whose examples come in runs of equal length (several references per
+        example: the pairs of a batch come example by example, all runs full but maybe the first
+        and last), when the runs of layer ``name`` are long enough — ``RUN_ELEMENTS`` on average
+        — that one broadcast subtraction per block costs less than gathering every pair's rows
+        first (a pass over memory and a per-pair copy); else None."""
         if not isinstance(self.x_idx, Tensor) or self.x_idx.device.type != "cpu":
-            return None  # (on a GPU each run would be a kernel launch of its own)
+            return None  # (on a GPU the gather is one kernel launch, a block another)
         if self._runs is None:
             examples, counts = torch.unique_consecutive(self.x_idx, return_counts=True)
-            ends = torch.cumsum(counts, 0).tolist()
-            self._runs = [(example, end - count, end) for example, count, end
-                          in zip(examples.tolist(), counts.tolist(), ends)]
-        if len(self._runs) * RUN_ELEMENTS > self.pair_numel(name):
+            blocks: list[list[int]] = []
+            first = 0
+            for example, count in zip(examples.tolist(), counts.tolist()):
+                last = blocks[-1] if blocks else None
+                if last is not None and count == last[2] and example == last[0] + last[1]:
+                    last[1] += 1
+                else:
+                    blocks.append([example, 1, count, first])
+                first += count
+            self._runs = (len(examples), [tuple(b) for b in blocks])
+        n_runs, blocks = self._runs
+        if n_runs * RUN_ELEMENTS > self.pair_numel(name):
             return None
-        return self._runs
+        return blocks
 
     def _x_minus_by_runs(self, name: str, r: Tensor) -> Tensor:
-        """``x(name) − r`` as a new tensor, a run of pairs at a time (see ``_x_runs``): each run's
-        example row broadcast against its references' rows, written into the result."""
+        """``x(name) − r`` as a new tensor, a block of runs at a time (see ``_x_runs``): each
+        example's row broadcast against its references' rows, written into the result."""
         rows = self.x_values[name]
         out = rows.new_empty(broadcast_shape((len(self.x_idx), *rows.shape[1:]), r.shape))
-        for example, first, end in self._x_runs(name):
-            torch.sub(rows[example:example + 1], piece(r, slice(first, end)), out=out[first:end])
+        for example, n_examples, per_example, first in self._x_runs(name):
+            pairs = slice(first, first + n_examples * per_example)
+            r_pairs = piece(r, pairs)
+            if r_pairs.shape[0] != 1:
+                r_pairs = r_pairs.view(n_examples, per_example, *r_pairs.shape[1:])
+            torch.sub(rows[example:example + n_examples].unsqueeze(1), r_pairs,
+                      out=out[pairs].view(n_examples, per_example, *out.shape[1:]))
         return out
 
     def release(self, name: str) -> None:
@@ -543,7 +558,8 @@ _AFFINE = (SignSplitLinear, SignedScale, SignPreservingLinear)
 #: smaller passes save memory, not time)
 PASS_BYTES = 16 << 20
 #: elements per run of pairs of one example (on average) from which their differences from
-#: their references are taken a run at a time rather than after a gather (``PassState._x_runs``)
+#: their references are taken a block of runs at a time rather than after a gather
+#: (``PassState._x_runs``)
 RUN_ELEMENTS = 1 << 16
 
 
