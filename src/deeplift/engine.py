@@ -89,9 +89,9 @@ class PassState:
         #: layers whose example rows may be overwritten: the input whose split ``take_split``
         #: is computing, the layer whose values leave after the backward now running
         self._losing: set[str] = set()
-        #: how many runs of consecutive pairs of one example there are, and their blocks of
-        #: equal runs (``_x_runs``), found once per pass
-        self._runs: tuple[int, list[tuple[int, int, int, int]]] | None = None
+        #: the blocks of equal runs of consecutive pairs of one example (``_x_runs``), found
+        #: once per pass
+        self._runs: list[tuple[int, ...]] | None = None
 
     # -- per-pair values --------------------------------------------------------------------------
     def x(self, name: str) -> Tensor:
@@ -174,9 +174,9 @@ class PassState:
         """``(first example row, examples, pairs per example, first pair)`` of each block of
         consecutive pairs whose examples come in runs of equal length (several references per
         example: the pairs of a batch come example by example, all runs full but maybe the first
-        and last), when the runs of layer ``name`` are long enough — ``RUN_ELEMENTS`` on average
-        — that one broadcast subtraction per block costs less than gathering every pair's rows
-        first (a pass over memory and a per-pair copy); else None."""
+        and last), when the blocks of layer ``name`` are large enough — ``RUN_ELEMENTS`` on
+        average — that one broadcast subtraction per block costs less than gathering every
+        pair's rows first (a pass over memory and a per-pair copy); else None."""
         if not isinstance(self.x_idx, Tensor) or self.x_idx.device.type != "cpu":
             return None  # (on a GPU the gather is one kernel launch, a block another)
         if self._runs is None:
@@ -190,11 +190,10 @@ class PassState:
                 else:
                     blocks.append([example, 1, count, first])
                 first += count
-            self._runs = (len(examples), [tuple(b) for b in blocks])
-        n_runs, blocks = self._runs
-        if n_runs * RUN_ELEMENTS > self.pair_numel(name):
+            self._runs = [tuple(b) for b in blocks]
+        if len(self._runs) * RUN_ELEMENTS > self.pair_numel(name):
             return None
-        return blocks
+        return self._runs
 
     def _x_minus_by_runs(self, name: str, r: Tensor) -> Tensor:
         """``x(name) − r`` as a new tensor, a block of runs at a time (see ``_x_runs``): each
@@ -557,8 +556,8 @@ _AFFINE = (SignSplitLinear, SignedScale, SignPreservingLinear)
 #: 64 MB and 33.7x without; all 10 classes of the image CNN at 5.7x / 6.1x / 5.9x (there the
 #: smaller passes save memory, not time)
 PASS_BYTES = 16 << 20
-#: elements per run of pairs of one example (on average) from which their differences from
-#: their references are taken a block of runs at a time rather than after a gather
+#: elements per block of equal runs of pairs of one example (on average) from which their
+#: differences from their references are taken a block at a time rather than after a gather
 #: (``PassState._x_runs``)
 RUN_ELEMENTS = 1 << 16
 
