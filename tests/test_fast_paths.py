@@ -304,14 +304,15 @@ def test_reveal_cancel_factors_in_place_change_no_bit(monkeypatch, net, x, refs,
 
 
 @pytest.mark.parametrize("method", DEEPLIFT)
-@pytest.mark.parametrize("batch_size", [4, 15])
+@pytest.mark.parametrize("batch_size", [3, 15])
 def test_differences_a_run_of_pairs_at_a_time_change_no_bit(monkeypatch, net, x, refs, method,
                                                             batch_size):
     """Several references per example: each run of one example's pairs takes its differences
     from a broadcast of that example's row, a block of equal runs at a time, not from a gather
     of every pair's; the scores are those of the gather bit for bit, with runs cut by the batch
-    (4 pairs: runs of 1 and 3, and a block of two runs of 2; 15: one block of 5 runs of 3),
-    and it happens."""
+    (5 references, 3 pairs: runs of 2 then 1, of 1 then 2, and of 3, one example that
+    broadcasts; 15: blocks of 3 and 2 whole examples), and it happens."""
+    refs = torch.cat([refs, refs[:, :2]], 1)
     runs = []
     x_runs = engine.PassState._x_runs
 
@@ -329,8 +330,8 @@ def test_differences_a_run_of_pairs_at_a_time_change_no_bit(monkeypatch, net, x,
                                  batch_size=batch_size)
     assert torch.equal(gathered, by_runs)
     blocks = {(n_examples, per_example) for _, n_examples, per_example, _ in runs}
-    # 4 pairs of 5 examples with 3 references each: 0 0 0 1 | 1 1 2 2 | 2 3 3 3 | 4 4 4
-    assert blocks == ({(1, 3), (1, 1), (2, 2)} if batch_size == 4 else {(5, 3)})
+    # 3 pairs of 5 examples with 5 references each: 0 0 0 | 0 0 1 | 1 1 1 | 1 2 2 | 2 2 2 | ...
+    assert blocks == ({(1, 2), (1, 1)} if batch_size == 3 else {(3, 5), (2, 5)})
 
 
 @pytest.mark.parametrize("method", DEEPLIFT)
@@ -420,6 +421,95 @@ def test_a_pass_releases_each_layers_values_once_its_backward_is_done(net, x):
     assert {name for name, key in cached[False] if key == "rescale"} == {
         n for n in names if type(model.layers[n]).__name__ in ("ReLU", "Sigmoid", "Tanh")}
     assert torch.equal(kept[True][1], kept[False][1]) and torch.equal(kept[False][2], kept[True][1])
+
+
+def test_a_forward_drops_each_value_handed_over_as_it_makes_one(net, x):
+    """``forward_all(previous=...)``: before each layer runs, one value of the earlier forward
+    is dropped — that layer's own, else (a value the forward drops itself) the next left — so
+    no more are alive than before, and none at the end."""
+    import weakref
+
+    model = deeplift.convert(net, x[:2])
+    computed = [n for n in model.layer_names if n not in model.input_names
+                and not isinstance(model.layers[n], base.Constant)]
+    keep = set(computed[::2]) | set(model.output_names)  # the others: dropped within the forward
+    earlier = model.forward_all([x], keep=keep)
+    previous = {n: v for n, v in earlier.items() if n in computed}
+    alive = {n: weakref.ref(v) for n, v in previous.items()}
+    del earlier
+    assert 2 < len(alive) < len(computed)
+    seen: list[tuple[str, set[str]]] = []
+    for name in computed:
+        layer = model.layers[name]
+
+        def spy(*args, _layer=layer, _name=name):
+            seen.append((_name, {n for n, ref in alive.items() if ref() is not None}))
+            return type(_layer).forward(_layer, *args)
+        layer.forward = spy
+    try:
+        values = model.forward_all([x], keep=keep, previous=previous)
+    finally:
+        for layer in model.layers.values():
+            layer.__dict__.pop("forward", None)
+    assert [n for n, _ in seen] == computed
+    for k, (name, left) in enumerate(seen):
+        assert name not in left and len(left) == max(0, len(alive) - k - 1), (name, left)
+    assert not previous and all(ref() is None for ref in alive.values())
+    out = model.output_names[0]
+    assert torch.equal(values[out], model.forward_all([x])[out])
+
+
+@pytest.mark.parametrize("method", ["rescale", "gradient", "integrated_gradients"])
+def test_each_batch_takes_over_the_values_of_the_one_before(monkeypatch, net, x, refs, method):
+    """On CPU, every batch's forward but the first gets the values of the forward before it to
+    drop as it goes (their memory then goes to its own values); the last keeps none for a next
+    one; the scores are those of one batch."""
+    model = deeplift.convert(net, x[:2])
+    handed, made = [], []
+    forward_all = type(model).forward_all
+
+    def spy(self, inputs, needed=None, memos=None, given=None, keep=None, dropped=None,
+            previous=None):
+        if memos is None:  # (shapes, a shared reference's forward, a linear stem's ends)
+            return forward_all(self, inputs, needed, memos, given, keep, dropped, previous)
+        handed.append(None if previous is None else set(previous))
+        values = forward_all(self, inputs, needed, memos, given, keep, dropped, previous)
+        assert not previous  # (all dropped by the end of the forward)
+        made.append({n for n in values if n not in model.input_names and n not in (given or {})
+                     and not isinstance(model.layers[n], base.Constant)})
+        return values
+    monkeypatch.setattr(type(model), "forward_all", spy)
+    held = []
+    hand_over = engine.PairRunner._hand_over
+
+    def recording(self, values, final):
+        hand_over(self, values, final)
+        held.append((final, self._previous is not None))
+    monkeypatch.setattr(engine.PairRunner, "_hand_over", recording)
+    kwargs = dict(method=method, target=1, **({"steps": 4} if method == "integrated_gradients" else {}))
+    batched = deeplift.attribute(model, x, refs, batch_size=2, **kwargs)
+    assert len(handed) > 2 and handed[0] is None
+    assert handed[1:] == made[:-1]
+    assert held == [(False, True)] * (len(made) - 1) + [(True, False)]
+    monkeypatch.undo()
+    torch.testing.assert_close(batched, deeplift.attribute(model, x, refs, batch_size=1000, **kwargs),
+                               rtol=1e-12, atol=1e-14)
+
+
+def test_batches_hold_whole_examples_of_several_references(monkeypatch, net, x, refs):
+    """With fewer references per example than pairs per batch, a batch holds whole examples:
+    every batch but the last makes values of the same shapes (as many example rows)."""
+    rows = []
+    forward_together = engine.forward_together
+
+    def recording(model, xs, rs, *args, **kwargs):
+        rows.append((len(xs[0]), len(rs[0])))
+        return forward_together(model, xs, rs, *args, **kwargs)
+    monkeypatch.setattr(engine, "forward_together", recording)
+    batched = deeplift.attribute(net, x, refs, method="rescale", target=0, batch_size=8)
+    assert rows == [(2, 6), (2, 6), (1, 3)]  # 5 examples, 3 references each: 6 pairs a batch
+    torch.testing.assert_close(batched, deeplift.attribute(net, x, refs, method="rescale", target=0,
+                                                           batch_size=15), rtol=1e-12, atol=1e-14)
 
 
 def _never_lose(monkeypatch) -> list[str]:

@@ -390,13 +390,14 @@ def _add(a: Multipliers | None, b: Multipliers) -> Multipliers:
 
 def forward_together(model: Model, xs: Sequence[Tensor], rs: Sequence[Tensor], needed: Iterable[str],
                      memos: dict[str, object] | None = None, keep: set[str] | None = None,
-                     dropped: dict[str, tuple] | None = None
+                     dropped: dict[str, tuple] | None = None,
+                     previous: dict[str, Tensor] | None = None
                      ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """One forward over ``cat([x, r])``; returns the x and r halves of every value (views);
-    ``keep``, ``dropped``: see ``Model.forward_all``."""
+    ``keep``, ``dropped``, ``previous``: see ``Model.forward_all``."""
     n = xs[0].shape[0]
     values = model.forward_all([torch.cat([x, r]) for x, r in zip(xs, rs)], needed, memos,
-                               keep=keep, dropped=dropped)
+                               keep=keep, dropped=dropped, previous=previous)
     x_values, r_values = {}, {}
     for name, v in values.items():
         if isinstance(model.layers[name], Constant):
@@ -578,6 +579,8 @@ class PairRunner:
         self.needed = [spec.layer, *score_names]
         #: set to a dict to collect every layer's own conservation error (DeepLIFT methods)
         self.node_errors: dict[str, float] | None = None
+        #: the last forward's values, kept for the next forward to take over (``_hand_over``)
+        self._previous: dict[str, Tensor] | None = None
 
     def run(self, xs: list[Tensor], refs: list[Tensor] | None, n_refs: int, batch_size: int,
             steps: int, progress: bool):
@@ -595,6 +598,10 @@ class PairRunner:
         deltas = torch.zeros((n, n_refs, t), dtype=dtype, device=xs[0].device)
         n_pairs = n * n_refs
         per_batch = self.method.pairs_per_batch(batch_size, steps)
+        if self.method.uses_reference and 1 < n_refs < per_batch:
+            # whole examples per batch: every batch's values have the same shapes (as many
+            # example rows), so each takes over the memory of the one before (``_hand_over``)
+            per_batch -= per_batch % n_refs
         batches = range(0, n_pairs, per_batch)
         self.shared_r_values = None
         if (refs is not None and self.method.uses_reference and all(r.shape[0] == 1 for r in refs)
@@ -606,17 +613,42 @@ class PairRunner:
             from tqdm.auto import tqdm
             batches = tqdm(batches, total=math.ceil(n_pairs / per_batch), unit="batch",
                            desc=f"deeplift {self.method.name}")
-        with torch.no_grad():
-            for start in batches:
-                pairs = torch.arange(start, min(start + per_batch, n_pairs), device=xs[0].device)
-                ex, rf = pairs // n_refs, pairs % n_refs
-                batch_scores, batch_delta = self._batch(xs, refs, ex, rf, steps)
-                scores = new_scores() if scores is None else scores
-                for acc, s in zip(scores, batch_scores):
-                    acc.index_add_(0, ex, s.transpose(0, 1), alpha=1 / n_refs)
-                if batch_delta is not None:
-                    deltas[ex, rf] = batch_delta.transpose(0, 1)
+        try:
+            with torch.no_grad():
+                for start in batches:
+                    end = min(start + per_batch, n_pairs)
+                    pairs = torch.arange(start, end, device=xs[0].device)
+                    ex, rf = pairs // n_refs, pairs % n_refs
+                    batch_scores, batch_delta = self._batch(xs, refs, ex, rf, steps, end == n_pairs)
+                    scores = new_scores() if scores is None else scores
+                    for acc, s in zip(scores, batch_scores):
+                        acc.index_add_(0, ex, s.transpose(0, 1), alpha=1 / n_refs)
+                    if batch_delta is not None:
+                        deltas[ex, rf] = batch_delta.transpose(0, 1)
+        finally:
+            self._previous = None
         return new_scores() if scores is None else scores, deltas
+
+    def _handed_over(self) -> dict[str, Tensor] | None:
+        """The last forward's values, for the next forward to drop layer by layer (and no longer
+        held here)."""
+        previous, self._previous = self._previous, None
+        return previous
+
+    def _hand_over(self, values: dict[str, Tensor], final: bool) -> None:
+        """Keep a forward's values until the next forward of the call makes the same layers'
+        values again (``Model.forward_all``'s ``previous``), on CPU: the C library hands the top
+        of its heap back to the system once a batch's backward has freed its values, and the next
+        batch's forward maps it in afresh (10 shuffled references on a BPNet-like model in a
+        fresh process: 3 GB per call, a fifth of its time; benchmarks/bench_methods.py). Kept,
+        each value's memory goes to the next value of its size. A pass's memory peaks at its
+        backward's start, where every value is alive anyway. A GPU's caching allocator keeps
+        freed blocks, and there the backward reuses the values' blocks as they go."""
+        if final or not values or next(iter(values.values())).device.type != "cpu":
+            return
+        layers = self.model.layers
+        self._previous = {name: v for name, v in values.items()
+                          if not isinstance(layers[name], (Input, Constant))}
 
     def _values_kept(self) -> set[str] | None:
         """The values a pass keeps from its forward: the target's, the score layers', the
@@ -681,9 +713,9 @@ class PairRunner:
         return max(1, min(batch_size, PASS_BYTES // max(largest, 1)))
 
     # -- one batch ------------------------------------------------------------------------------
-    def _batch(self, xs, refs, ex: Tensor, rf: Tensor, steps: int):
+    def _batch(self, xs, refs, ex: Tensor, rf: Tensor, steps: int, final: bool = True):
         if self.method.integrated:
-            return self._integrated_gradients(xs, refs, ex, rf, steps)
+            return self._integrated_gradients(xs, refs, ex, rf, steps, final)
         uniq_ex, x_idx = torch.unique(ex, return_inverse=True)
         first, last = int(uniq_ex[0]), int(uniq_ex[-1])
         if last - first + 1 == len(uniq_ex):  # consecutive examples: a view, not a copy
@@ -694,8 +726,9 @@ class PairRunner:
         if not self.method.uses_reference:
             dropped: dict[str, tuple] = {}
             with torch.no_grad():
-                x_values = self.model.forward_all(x_batch, self.needed, memos,
-                                                  keep=self.keep, dropped=dropped)
+                x_values = self.model.forward_all(x_batch, self.needed, memos, keep=self.keep,
+                                                  dropped=dropped, previous=self._handed_over())
+            self._hand_over(x_values, final)
             state = PassState(self.model, x_values, None, x_idx, None, self.rule_for, self.options,
                               memos, dropped)
             ms = self._backward(state, ex)
@@ -708,12 +741,14 @@ class PairRunner:
         if self.shared_r_values is not None:
             with torch.no_grad():
                 x_values = self.model.forward_all(x_batch, self.needed, memos, keep=self.keep,
-                                                  dropped=dropped)
+                                                  dropped=dropped, previous=self._handed_over())
             r_values, r_idx = self.shared_r_values, rf
         else:
             r_rows, r_idx = self._reference_rows(refs, ex, rf)
             x_values, r_values = forward_together(self.model, x_batch, r_rows, self.needed, memos,
-                                                  keep=self.keep, dropped=dropped)
+                                                  keep=self.keep, dropped=dropped,
+                                                  previous=self._handed_over())
+        self._hand_over(x_values, final)
         state = PassState(self.model, x_values, r_values, x_idx, r_idx, self.rule_for, self.options,
                           memos, dropped)
         state.owns_values = (True, self.shared_r_values is None)
@@ -813,7 +848,7 @@ class PairRunner:
                      + (seeds.abs() * size).sum(-1))  # (Σ|c| without a |c| tensor)
         return total - target_delta, target_delta, magnitude
 
-    def _integrated_gradients(self, xs, refs, ex: Tensor, rf: Tensor, steps: int):
+    def _integrated_gradients(self, xs, refs, ex: Tensor, rf: Tensor, steps: int, final: bool):
         """Midpoint Riemann sum of the gradient along the straight path from each pair's reference
         to its example. The interpolation points of every pair go forward and backward together,
         ``batch_size`` points at a time (whole chunks of steps), so memory is bounded by
@@ -845,10 +880,12 @@ class PairRunner:
             dropped: dict[str, tuple] = {}
             if stem is None:
                 values = self.model.forward_all(points, self.needed, memos, keep=self.keep,
-                                                dropped=dropped)
+                                                dropped=dropped, previous=self._handed_over())
             else:  # the inputs' rows only give the stem's layers their shapes
                 values = self.model.forward_all(x_pairs, self.needed, memos, given={stem: points[0]},
-                                                keep=self.keep, dropped=dropped)
+                                                keep=self.keep, dropped=dropped,
+                                                previous=self._handed_over())
+            self._hand_over(values, final and first + per_chunk >= steps)
             state = PassState(self.model, values, None, None, None, self.rule_for, self.options, memos,
                               dropped)
             for i, (mp, _) in enumerate(self._backward(state, ex.repeat(k), sum_at)):

@@ -145,7 +145,8 @@ class Model:
                     memos: dict[str, object] | None = None,
                     given: dict[str, Tensor] | None = None,
                     keep: "set[str] | None" = None,
-                    dropped: "dict[str, tuple] | None" = None) -> dict[str, Tensor]:
+                    dropped: "dict[str, tuple] | None" = None,
+                    previous: "dict[str, Tensor] | None" = None) -> dict[str, Tensor]:
         """Run the forward functions; ``inputs`` in ``input_names`` order; returns every value.
 
         ``memos``: a dict owned by the caller's pass that receives what layers can reuse from this
@@ -153,7 +154,10 @@ class Model:
         elsewhere (integrated gradients interpolates at the end of a linear stem); the layers
         after them run on those. ``keep``: return only these values (and the inputs'), each
         other one freed once the forward has no more use for it; ``dropped`` then receives
-        their (per-example shape, dtype, device)."""
+        their (per-example shape, dtype, device). ``previous``: values of an earlier forward
+        that the caller hands over, one dropped before each layer runs — that layer's own, else
+        the next left — and the rest at the end: the memory of each is free for a new value of
+        its size."""
         wanted = self.ancestors(needed) if needed is not None else set(self.layers)
         uses: dict[str, int] = {}
         if keep is not None:
@@ -172,6 +176,8 @@ class Model:
             if isinstance(layer, Input):
                 raise InputError(f"no value was given for input layer {name!r}")
             args = [values[i] for i in layer.inputs]
+            if previous:  # the earlier value of this layer, or the next left when it had none
+                previous.pop(name if name in previous else next(iter(previous)))
             if memos is None:
                 values[name] = layer.forward(*args)
             else:
@@ -186,6 +192,8 @@ class Model:
                         self._drop(values, i, dropped)
                 if name not in keep and not uses.get(name):
                     self._drop(values, name, dropped)
+        if previous:
+            previous.clear()
         return values
 
     def _drop(self, values: dict[str, Tensor], name: str, dropped: "dict[str, tuple] | None") -> None:
