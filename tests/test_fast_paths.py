@@ -461,9 +461,9 @@ def test_a_forward_drops_each_value_handed_over_as_it_makes_one(net, x):
 
 @pytest.mark.parametrize("method", ["rescale", "gradient", "integrated_gradients"])
 def test_each_batch_takes_over_the_values_of_the_one_before(monkeypatch, net, x, refs, method):
-    """On CPU, every batch's forward but the first gets the values of the forward before it to
-    drop as it goes (their memory then goes to its own values); the last keeps none for a next
-    one; the scores are those of one batch."""
+    """On CPU, every batch's forward but the first gets the values of the largest layers of the
+    forward before it to drop as it goes (their memory then goes to its own values); the last
+    keeps none for a next one; the scores are those of one batch."""
     model = deeplift.convert(net, x[:2])
     handed, made = [], []
     forward_all = type(model).forward_all
@@ -475,8 +475,10 @@ def test_each_batch_takes_over_the_values_of_the_one_before(monkeypatch, net, x,
         handed.append(None if previous is None else set(previous))
         values = forward_all(self, inputs, needed, memos, given, keep, dropped, previous)
         assert not previous  # (all dropped by the end of the forward)
-        made.append({n for n in values if n not in model.input_names and n not in (given or {})
-                     and not isinstance(model.layers[n], base.Constant)})
+        sizes = {n: v[0].numel() for n, v in values.items() if n not in model.input_names
+                 and n not in (given or {}) and not isinstance(model.layers[n], base.Constant)}
+        made.append({n for n, size in sizes.items() if size == max(sizes.values())})
+        assert 0 < len(made[-1]) < len(sizes)  # (some smaller: they go as the backward goes)
         return values
     monkeypatch.setattr(type(model), "forward_all", spy)
     held = []
@@ -486,14 +488,16 @@ def test_each_batch_takes_over_the_values_of_the_one_before(monkeypatch, net, x,
         hand_over(self, values, final)
         held.append((final, self._previous is not None))
     monkeypatch.setattr(engine.PairRunner, "_hand_over", recording)
-    kwargs = dict(method=method, target=1, **({"steps": 4} if method == "integrated_gradients" else {}))
+    kwargs = dict(method=method, target=1)
+    if method == "integrated_gradients":
+        kwargs["steps"] = 4
     batched = deeplift.attribute(model, x, refs, batch_size=2, **kwargs)
     assert len(handed) > 2 and handed[0] is None
     assert handed[1:] == made[:-1]
     assert held == [(False, True)] * (len(made) - 1) + [(True, False)]
     monkeypatch.undo()
-    torch.testing.assert_close(batched, deeplift.attribute(model, x, refs, batch_size=1000, **kwargs),
-                               rtol=1e-12, atol=1e-14)
+    one_batch = deeplift.attribute(model, x, refs, batch_size=1000, **kwargs)
+    torch.testing.assert_close(batched, one_batch, rtol=1e-12, atol=1e-14)
 
 
 def test_batches_hold_whole_examples_of_several_references(monkeypatch, net, x, refs):

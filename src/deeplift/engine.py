@@ -636,19 +636,22 @@ class PairRunner:
         return previous
 
     def _hand_over(self, values: dict[str, Tensor], final: bool) -> None:
-        """Keep a forward's values until the next forward of the call makes the same layers'
-        values again (``Model.forward_all``'s ``previous``), on CPU: the C library hands the top
+        """Keep the values of a forward's largest layers until the next forward of the call makes
+        them again (``Model.forward_all``'s ``previous``), on CPU: the C library hands the top
         of its heap back to the system once a batch's backward has freed its values, and the next
         batch's forward maps it in afresh (10 shuffled references on a BPNet-like model in a
         fresh process: 3 GB per call, a fifth of its time; benchmarks/bench_methods.py). Kept,
-        each value's memory goes to the next value of its size. A pass's memory peaks at its
-        backward's start, where every value is alive anyway. A GPU's caching allocator keeps
-        freed blocks, and there the backward reuses the values' blocks as they go."""
+        each value's memory goes to the next value of its size. The largest layers' values only:
+        a backward's memory peaks at their backward, where they are alive anyway, and a smaller
+        layer's value, released before that, would add to the peak. A GPU's caching allocator
+        keeps freed blocks; there the backward reuses the values' blocks as they go."""
         if final or not values or next(iter(values.values())).device.type != "cpu":
             return
         layers = self.model.layers
-        self._previous = {name: v for name, v in values.items()
-                          if not isinstance(layers[name], (Input, Constant))}
+        sizes = {name: v[0].numel() * v.element_size() for name, v in values.items()
+                 if v.ndim and len(v) and not isinstance(layers[name], (Input, Constant))}
+        largest = max(sizes.values(), default=0)
+        self._previous = {name: values[name] for name, size in sizes.items() if size == largest}
 
     def _values_kept(self) -> set[str] | None:
         """The values a pass keeps from its forward: the target's, the score layers', the
