@@ -15,6 +15,7 @@ from deeplift import engine, fusion
 from deeplift.errors import InputError
 from deeplift.layers import base
 from deeplift.layers.activations import Activation
+from deeplift.plan import make_plan
 from random_models import RandomChooser, build_model, random_inputs, single_thread
 
 DEEPLIFT = ["rescale", "reveal_cancel", "genomics_default"]
@@ -512,6 +513,8 @@ def test_batches_hold_whole_examples_of_several_references(monkeypatch, net, x, 
     monkeypatch.setattr(engine, "forward_together", recording)
     batched = deeplift.attribute(net, x, refs, method="rescale", target=0, batch_size=8)
     assert rows == [(2, 6), (2, 6), (1, 3)]  # 5 examples, 3 references each: 6 pairs a batch
+    plan = make_plan(net, x, refs, method="rescale", target=0, batch_size=8)
+    assert plan.n_batches == len(rows)  # (what the command line tells of the run)
     torch.testing.assert_close(batched, deeplift.attribute(net, x, refs, method="rescale", target=0,
                                                            batch_size=15), rtol=1e-12, atol=1e-14)
 

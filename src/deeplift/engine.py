@@ -597,11 +597,7 @@ class PairRunner:
         scores: list[Tensor] | None = None  # made after the first batch: not part of its peak
         deltas = torch.zeros((n, n_refs, t), dtype=dtype, device=xs[0].device)
         n_pairs = n * n_refs
-        per_batch = self.method.pairs_per_batch(batch_size, steps)
-        if self.method.uses_reference and 1 < n_refs < per_batch:
-            # whole examples per batch: every batch's values have the same shapes (as many
-            # example rows), so each takes over the memory of the one before (``_hand_over``)
-            per_batch -= per_batch % n_refs
+        per_batch = self.method.pairs_per_batch(batch_size, steps, n_refs)
         batches = range(0, n_pairs, per_batch)
         self.shared_r_values = None
         if (refs is not None and self.method.uses_reference and all(r.shape[0] == 1 for r in refs)

@@ -42,10 +42,17 @@ class Method:
         """Needs references: DeepLIFT-style methods and path-integrated gradients."""
         return self.uses_reference or self.integrated
 
-    def pairs_per_batch(self, batch_size: int, steps: int) -> int:
+    def pairs_per_batch(self, batch_size: int, steps: int, n_refs: int = 1) -> int:
         """(example, reference) pairs per batch so that a batch holds ``batch_size`` rows
-        (integrated gradients runs every pair at ``steps`` points of its path)."""
-        return max(1, batch_size // steps) if self.integrated else batch_size
+        (integrated gradients runs every pair at ``steps`` points of its path); with
+        ``n_refs`` references per example, fewer than a batch's pairs, whole examples: every
+        batch's values then have the same shapes (as many example rows), so each batch can take
+        over the memory of the one before (``engine.PairRunner._hand_over``)."""
+        if self.integrated:
+            return max(1, batch_size // steps)
+        if self.uses_reference and 1 < n_refs < batch_size:
+            return batch_size - batch_size % n_refs
+        return batch_size
 
     def from_multipliers(self, multipliers: Tensor, x: Tensor) -> Tensor:
         """A gradient-style method's scores from its multipliers at a layer with values ``x``."""

@@ -241,7 +241,8 @@ class Plan:
 
     @property
     def n_batches(self) -> int:
-        return math.ceil(self.n_pairs / self.method.pairs_per_batch(self.batch_size, self.steps))
+        return math.ceil(self.n_pairs / self.method.pairs_per_batch(self.batch_size, self.steps,
+                                                                    self.n_refs))
 
 
 def make_plan(model: Any, inputs: Any, references: Any = None, method: Any = "rescale",
