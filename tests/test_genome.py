@@ -89,7 +89,11 @@ def read_all(path: Path) -> dict:
     return out
 
 
-def assert_same_file(a: Path, b: Path) -> None:
+def assert_same_file(a: Path, b: Path, rounding: bool = False) -> None:
+    """The same datasets and attributes, bit for bit; with ``rounding``, floating datasets equal
+    to float32 rounding: for files made in processes with other thread counts, whose CPU kernels
+    may sum in another order (seen on an AMD EPYC: 3e-8 in the scores, single run against a
+    resumed run whose first chunks were made with one thread, or two Ray workers)."""
     fa, fb = read_all(a), read_all(b)
     assert sorted(fa) == sorted(fb)
     for key in fa:
@@ -97,6 +101,8 @@ def assert_same_file(a: Path, b: Path) -> None:
             assert fa[key].keys() == fb[key].keys()
             for k in fa[key]:
                 assert np.array_equal(fa[key][k], fb[key][k]), k
+        elif rounding and np.asarray(fa[key]).dtype.kind == "f":
+            np.testing.assert_allclose(fa[key], fb[key], rtol=1e-5, atol=1e-6, err_msg=key)
         else:
             assert np.array_equal(fa[key], fb[key]), key
 
@@ -250,7 +256,7 @@ def test_killed_run_resumes_to_identical_file(data, single_run, tmp_path):
     assert 2 <= recorded < 8  # killed mid-way: 8 chunks of 25 regions
     score(data, out)  # the same command again
     assert not parts.exists()
-    assert_same_file(out, single_run)
+    assert_same_file(out, single_run, rounding=True)  # (its first chunks made with one thread)
 
 
 def test_run_stopped_while_assembling_finishes_on_rerun(data, tmp_path, monkeypatch):
@@ -412,7 +418,7 @@ def test_ray_two_workers_equal_single_process(data, single_run, tmp_path):
     pytest.importorskip("ray", reason="Ray is optional (pip install 'deeplift[ray]')")
     out = tmp_path / "ray.h5"
     score(data, out, "--workers", "2")
-    assert_same_file(out, single_run)
+    assert_same_file(out, single_run, rounding=True)  # (each worker with its own threads)
 
 
 def test_every_output_gets_the_permissions_the_umask_gives(data, single_run):
